@@ -1,0 +1,144 @@
+//! The COB aggregate: combines the partition results, publishes
+//! `accrual_run_completed` only when every partition succeeded, and otherwise
+//! `accrual_run_failed` plus an SNS alarm.
+//!
+//! # Layout
+//!
+//! - [`AggregateEvent`]: the two shapes the state machine sends.
+//! - [`aggregate_run`]: decides the outcome and publishes it.
+//!
+//! A retry after a transient publish failure may publish an event again;
+//! EventBridge delivery is at least once anyway, and consumers key on `run_id`.
+
+use serde::{Deserialize, Serialize};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::Publisher;
+use tally_aws::StoreError;
+use tally_domain::cob::{aggregate, plan_failed, Outcome, PartitionResult, Plan, RunFailed, COMPLETED_DETAIL_TYPE, FAILED_DETAIL_TYPE};
+use tally_domain::errors;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Failure {
+    pub error: String,
+    #[serde(default)]
+    pub cause: String,
+}
+
+/// `{plan, results}` after the partitions ran, or `{plan: null, failure,
+/// input}` when the plan itself failed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AggregateEvent {
+    pub plan: Option<Plan>,
+    #[serde(default)]
+    pub results: Vec<PartitionResult>,
+    pub failure: Option<Failure>,
+    #[serde(default)]
+    pub input: serde_json::Value,
+    #[serde(default)]
+    pub execution_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OutcomeName {
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregateOutput {
+    pub outcome: OutcomeName,
+    pub run_id: String,
+    pub event: serde_json::Value,
+}
+
+fn publish_error(e: StoreError) -> HandlerError {
+    let name = if e.is_transient() { errors::TRANSIENT_PUBLISH_ERROR } else { errors::PUBLISH_ERROR };
+    HandlerError { name, message: e.to_string() }
+}
+
+async fn fail<P: Publisher>(publisher: &P, failed: RunFailed) -> Result<AggregateOutput, HandlerError> {
+    let detail = serde_json::to_value(&failed).expect("events serialize");
+    let date = failed.business_date.map_or("unknown date".into(), |d| d.to_string());
+    // The alarm first: it is what wakes someone.
+    publisher
+        .alarm(&format!("Tally COB {date} FAILED ({})", failed.run_id), &serde_json::to_string_pretty(&detail).expect("json"))
+        .await
+        .map_err(publish_error)?;
+    publisher.put_event(FAILED_DETAIL_TYPE, &detail).await.map_err(publish_error)?;
+    Ok(AggregateOutput { outcome: OutcomeName::Failed, run_id: failed.run_id, event: detail })
+}
+
+pub async fn aggregate_run<P: Publisher>(publisher: &P, event: AggregateEvent, now: &str) -> Result<AggregateOutput, HandlerError> {
+    let Some(plan) = event.plan else {
+        let failure = event.failure.ok_or_else(|| HandlerError::invalid_input("neither a plan nor a failure"))?;
+        let run_id = event.execution_name.unwrap_or_else(|| "unknown".into());
+        let date = event.input.get("business_date").and_then(|d| d.as_str()).and_then(|d| d.parse().ok());
+        return fail(publisher, plan_failed(&run_id, date, &failure.error, &failure.cause, now)).await;
+    };
+    match aggregate(&plan, &event.results, now).map_err(|e| HandlerError::invalid_input(e.to_string()))? {
+        Outcome::Failed(failed) => fail(publisher, failed).await,
+        Outcome::Completed(done) => {
+            let detail = serde_json::to_value(&done).expect("events serialize");
+            publisher.put_event(COMPLETED_DETAIL_TYPE, &detail).await.map_err(publish_error)?;
+            tracing::info!(run_id = done.run_id, postings = done.postings_written, partitions = done.partition_count,
+                           slowest_partition_ms = done.slowest_partition_ms, "run completed");
+            Ok(AggregateOutput { outcome: OutcomeName::Completed, run_id: done.run_id, event: detail })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_aws::memory::MemoryPublisher;
+
+    fn event(json: &str) -> AggregateEvent {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn all_partitions_succeeding_publishes_completed_and_no_alarm() {
+        let p = MemoryPublisher::default();
+        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/completed.json")), "2026-11-21T01:00:00.000Z").await.unwrap();
+        assert_eq!(out.outcome, OutcomeName::Completed);
+        let events = p.events.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, "accrual_run_completed");
+        assert_eq!(events[0].1["schema_version"], "2");
+        assert!(events[0].1["partition_count"].as_u64().unwrap() >= 1);
+        assert!(p.alarms.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_partition_publishes_failed_and_an_alarm_never_completed() {
+        let p = MemoryPublisher::default();
+        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/partition-failed.json")), "t").await.unwrap();
+        assert_eq!(out.outcome, OutcomeName::Failed);
+        let events = p.events.lock().unwrap();
+        assert_eq!(events.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["accrual_run_failed"]);
+        assert_eq!(events[0].1["stage"], "PARTITION");
+        assert!(!events[0].1["failed_partitions"].as_array().unwrap().is_empty());
+        assert_eq!(p.alarms.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_plan_publishes_failed_with_the_error() {
+        let p = MemoryPublisher::default();
+        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/plan-failed.json")), "t").await.unwrap();
+        assert_eq!(out.outcome, OutcomeName::Failed);
+        let events = p.events.lock().unwrap();
+        assert_eq!(events[0].1["stage"], "PLAN");
+        assert!(events[0].1["error"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_throttled_publish_is_a_transient_error_and_the_retry_publishes() {
+        let p = MemoryPublisher::default();
+        *p.fail_next.lock().unwrap() = 1;
+        let ev = event(include_str!("../../../events/cob-aggregate/completed.json"));
+        assert_eq!(aggregate_run(&p, ev.clone(), "t").await.unwrap_err().name, "TransientPublishError");
+        aggregate_run(&p, ev, "t").await.unwrap();
+        assert_eq!(p.events.lock().unwrap().len(), 1);
+    }
+}

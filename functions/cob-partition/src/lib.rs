@@ -1,0 +1,288 @@
+//! The COB partition: accrues every ACTIVE account in one hash bucket for the
+//! business date, posting each day exactly once however often it is retried.
+//!
+//! # Layout
+//!
+//! - [`Config`]: limits read once from the environment.
+//! - [`run`]: the engine, over the [`AccountBook`] and [`FaultSwitch`] ports.
+//! - [`plan_commit`]: one account's next atomic step.
+//!
+//! Memory is bounded by `write_concurrency × page_size` accounts: ids are read
+//! a page at a time from the shard index, and pages are processed as a
+//! bounded concurrent stream.
+
+use futures::TryStreamExt;
+use std::time::Instant;
+use tally_aws::config::{bounded, switch, ConfigError};
+use tally_aws::dynamo::TRANSACT_ITEMS_MAX;
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch};
+use tally_aws::retry::Backoff;
+use tally_aws::StoreError;
+use tally_domain::account::{Account, RunMark};
+use tally_domain::accrual::{accrue, first_day, DayAccrual};
+use tally_domain::cob::{PartitionResult, PartitionStatus, PartitionTask, Totals};
+use tally_domain::ledger::LedgerEntry;
+use tally_domain::partition::{check_partition_count, shards_of};
+use tally_domain::{Decimal, NaiveDate};
+
+/// Rounds of re-reading an account whose state moved under us (another run,
+/// or catch-up longer than one transaction) before giving up.
+const ROUNDS_MAX: u32 = 200;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Account ids read per index page (1–100).
+    pub page_size: u32,
+    /// Pages processed at once (1–32).
+    pub write_concurrency: usize,
+    /// Whether the test-only fault switch in a task is honoured.
+    pub fault_injection: bool,
+    pub backoff: Backoff,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            page_size: bounded("COB_PAGE_SIZE", 100, 1, 100)?,
+            write_concurrency: bounded("COB_WRITE_CONCURRENCY", 4, 1, 32)?,
+            fault_injection: switch("TALLY_FAULT_INJECTION")?,
+            backoff: Backoff::DEFAULT,
+        })
+    }
+}
+
+/// Counters for one partition attempt; merged page by page.
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    seen: u64,
+    accrued_by_run: u64,
+    already: u64,
+    postings: u64,
+    zero_days: u64,
+    totals: Totals,
+}
+
+impl Stats {
+    fn merge(&mut self, o: Stats) {
+        self.seen += o.seen;
+        self.accrued_by_run += o.accrued_by_run;
+        self.already += o.already;
+        self.postings += o.postings;
+        self.zero_days += o.zero_days;
+        for t in o.totals.to_vec() {
+            self.totals.add(t.currency, t.amount, t.postings);
+        }
+    }
+
+    /// Counts an account that is accrued through the business date: what
+    /// this run posted to it (this attempt or an earlier one), or nothing
+    /// when another run did it.
+    fn count_done(&mut self, a: &Account, run_id: &str) {
+        match &a.last_run {
+            Some(m) if m.run_id == run_id => {
+                self.accrued_by_run += 1;
+                self.postings += m.postings;
+                self.zero_days += m.zero_days;
+                self.totals.add(a.currency, m.amount, m.postings);
+            }
+            _ => self.already += 1,
+        }
+    }
+}
+
+/// The next atomic step for `account`: its days from [`first_day`] through
+/// `business_date`, cut where the ledger entries would overflow one
+/// transaction. `None` when there is nothing to accrue.
+pub fn plan_commit(account: &Account, business_date: NaiveDate, run_id: &str, days: &mut Vec<DayAccrual>)
+    -> Result<Option<AccountCommit>, HandlerError> {
+    if first_day(account, business_date).is_none() {
+        return Ok(None);
+    }
+    accrue(account, business_date, days).map_err(|e| HandlerError::invalid_input(e.to_string()))?;
+    let entries_max = TRANSACT_ITEMS_MAX - 1;
+    let mut entries = Vec::new();
+    let mut last = days[0];
+    let mut zero_days = 0;
+    for d in days.iter() {
+        if d.posted.is_zero() {
+            zero_days += 1;
+        } else {
+            if entries.len() == entries_max {
+                break;
+            }
+            entries.push(LedgerEntry::new(&account.account_id, account.product, d.date, account.currency, d.posted, run_id));
+        }
+        last = *d;
+    }
+    let amount: Decimal = entries.iter().map(|e| e.amount).sum();
+    let mark = match &account.last_run {
+        Some(m) if m.run_id == run_id => RunMark {
+            run_id: run_id.into(),
+            postings: m.postings + entries.len() as u64,
+            amount: m.amount + amount,
+            zero_days: m.zero_days + zero_days,
+        },
+        _ => RunMark { run_id: run_id.into(), postings: entries.len() as u64, amount, zero_days },
+    };
+    Ok(Some(AccountCommit { before: account.clone(), entries, accrued_through: last.date, residual: last.residual, mark }))
+}
+
+/// Groups commits into transactions of at most [`TRANSACT_ITEMS_MAX`] items.
+fn transactions(commits: Vec<AccountCommit>) -> Vec<Vec<AccountCommit>> {
+    let mut out: Vec<Vec<AccountCommit>> = Vec::new();
+    let mut items = 0;
+    for c in commits {
+        if out.is_empty() || items + c.items() > TRANSACT_ITEMS_MAX {
+            out.push(Vec::new());
+            items = 0;
+        }
+        items += c.items();
+        out.last_mut().expect("pushed above").push(c);
+    }
+    out
+}
+
+/// Accrues one page of accounts to completion.
+async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTask, ids: Vec<String>) -> Result<Stats, HandlerError> {
+    let mut stats = Stats::default();
+    let mut days = Vec::new();
+    let mut to_load = ids;
+    let mut first_round = true;
+    for _round in 0..ROUNDS_MAX {
+        if to_load.is_empty() {
+            return Ok(stats);
+        }
+        let accounts = book.load(&to_load).await?;
+        let mut commits = Vec::new();
+        for a in accounts.iter().filter(|a| a.status == tally_domain::account::Status::Active) {
+            if first_round {
+                stats.seen += 1;
+            }
+            match plan_commit(a, task.business_date, &task.run_id, &mut days)? {
+                Some(c) => commits.push(c),
+                None => stats.count_done(a, &task.run_id),
+            }
+        }
+        first_round = false;
+        // Accounts to look at again: moved under us, or more catch-up to do.
+        to_load = Vec::new();
+        let mut attempt = 0;
+        while !commits.is_empty() {
+            let mut retry = Vec::new();
+            let mut transient: Option<StoreError> = None;
+            for group in transactions(std::mem::take(&mut commits)) {
+                match book.commit(&group).await {
+                    Ok(outcomes) => {
+                        for (c, o) in group.into_iter().zip(outcomes) {
+                            match o {
+                                CommitOutcome::Committed if c.accrued_through >= task.business_date => {
+                                    let mut done = c.before;
+                                    done.last_run = Some(c.mark);
+                                    stats.count_done(&done, &task.run_id);
+                                }
+                                // Re-read: the new state tells whether more days remain,
+                                // and counts this run's postings exactly once.
+                                CommitOutcome::Committed | CommitOutcome::AccountChanged => to_load.push(c.before.account_id),
+                                CommitOutcome::NotApplied => retry.push(c),
+                            }
+                        }
+                    }
+                    Err(e) if e.is_transient() => {
+                        transient = Some(e);
+                        retry.extend(group);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !retry.is_empty() {
+                attempt += 1;
+                if attempt >= cfg.backoff.attempts_max {
+                    let why = transient.map_or("transaction kept being cancelled".into(), |e| e.to_string());
+                    return Err(StoreError::Transient(format!("giving up after {attempt} attempts: {why}")).into());
+                }
+                cfg.backoff.sleep(attempt).await;
+            }
+            commits = retry;
+        }
+    }
+    Err(StoreError::Transient(format!("accounts still moving after {ROUNDS_MAX} rounds")).into())
+}
+
+/// Accrues every ACTIVE account of the task's hash bucket.
+pub async fn run<B: AccountBook, F: FaultSwitch>(book: &B, faults: &F, cfg: &Config, task: PartitionTask) -> Result<PartitionResult, HandlerError> {
+    check_partition_count(task.partition_count).map_err(|e| HandlerError::invalid_input(e.to_string()))?;
+    if task.partition >= task.partition_count {
+        return Err(HandlerError::invalid_input(format!("partition {} of {}", task.partition, task.partition_count)));
+    }
+    if task.run_id.is_empty() || task.run_id.len() > 128 {
+        return Err(HandlerError::invalid_input("run_id must be 1–128 characters"));
+    }
+    let fault = task.fault.clone().filter(|f| cfg.fault_injection && f.partition.is_none_or(|p| p == task.partition));
+    if task.fault.is_some() && !cfg.fault_injection {
+        tracing::warn!("fault switch in the task ignored: TALLY_FAULT_INJECTION is not enabled");
+    }
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+
+    // One stream of id pages over the bucket's shards, read in order.
+    let page_size = cfg.page_size;
+    let pages = futures::stream::try_unfold(
+        (shards_of(task.partition, task.partition_count), None::<u32>, None::<String>),
+        move |(mut shards, mut shard, mut after)| async move {
+            loop {
+                let s = match shard {
+                    Some(s) => s,
+                    None => match shards.next() {
+                        Some(s) => {
+                            shard = Some(s);
+                            s
+                        }
+                        None => return Ok::<_, HandlerError>(None),
+                    },
+                };
+                let page = book.active_ids(s, after.take(), page_size).await?;
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => shard = None,
+                }
+                if !page.ids.is_empty() {
+                    return Ok(Some((page.ids, (shards, shard, after))));
+                }
+            }
+        },
+    );
+    let mut stats = Stats::default();
+    let mut pages = std::pin::pin!(pages
+        .map_ok(|ids| process_page(book, cfg, &task, ids))
+        .try_buffer_unordered(cfg.write_concurrency));
+    while let Some(page) = pages.try_next().await? {
+        stats.merge(page);
+        if let Some(f) = &fault {
+            if stats.seen >= f.fail_after_accounts && faults.trip(&task.run_id, task.partition, f.failures).await? {
+                return Err(StoreError::Transient(format!(
+                    "injected fault: partition {} stopped after {} accounts", task.partition, stats.seen)).into());
+            }
+        }
+    }
+    let finished_at = chrono::Utc::now();
+    Ok(PartitionResult {
+        partition: task.partition,
+        partition_count: task.partition_count,
+        status: PartitionStatus::Succeeded,
+        accounts_seen: stats.seen,
+        accounts_accrued: stats.accrued_by_run,
+        already_accrued: stats.already,
+        postings_written: stats.postings,
+        zero_postings_skipped: stats.zero_days,
+        totals: stats.totals.to_vec(),
+        started_at: Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        finished_at: Some(finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        error: None,
+        cause: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

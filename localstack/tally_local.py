@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Run Tally's local AWS stack: moto + gateway + cargo-lambda, then deploy.
+
+    python localstack/tally_local.py up      [--no-lambda-host] [--debug-build] [--endpoint URL] ...
+    python localstack/tally_local.py deploy  [--endpoint URL] ...
+    python localstack/tally_local.py status
+    python localstack/tally_local.py down
+
+`up` starts, as background processes (own process group, pid file and log
+under .tally/local/):
+
+  moto      moto_server on 127.0.0.1:4575 with MOTO_PORT=4566, so that its Step
+            Functions engine sends every service call (Lambda invoke included)
+            back through the gateway;
+  gateway   localstack/gateway.py on 127.0.0.1:4566 -- the endpoint everything
+            uses (AWS_ENDPOINT_URL=http://127.0.0.1:4566);
+  lambda    `cargo lambda watch` on 127.0.0.1:9000 from the repo root, release
+            build (`--release`; `--debug-build` for dev), with the functions'
+            environment from .tally/lambda-env and the AWS endpoint variables.
+            It inherits the caller's CARGO_TARGET_DIR, so builds are shared.
+
+then deploys infra/template.yaml (localstack/deploy.py), which writes
+.tally/stack.json and .tally/lambda-env. Order: moto, gateway, deploy, lambda
+host (the lambda host reads lambda-env when it starts; `up` restarts it when
+the file changed). `up` is idempotent: what runs is health-checked and kept,
+what is missing is started, and the template is redeployed.
+
+`--endpoint URL` targets an already running endpoint (e.g. real LocalStack
+from localstack/docker-compose.yml): nothing but the lambda host is started,
+and the deploy goes to URL. LIMITATION of that mode: the Step Functions
+engine of real LocalStack invokes Lambda functions inside LocalStack (Docker
+containers created from deployment packages), not our cargo-lambda host, and
+this tool does not create Lambda functions there (that is a `sam build` +
+`sam deploy`-style packaging job, out of scope). So with real LocalStack the
+tables, topic, bus and state machine exist and the functions can be invoked
+directly on the cargo-lambda host (`cargo lambda invoke`), but a state machine
+execution fails at its first Lambda task (Lambda.ResourceNotFoundException).
+In that mode the credentials are AWS_ACCESS_KEY_ID=123456789012 so that
+LocalStack puts the resources in account 123456789012, the account the ARNs
+in the state machine and lambda-env are built for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = REPO_ROOT / ".tally" / "local"
+OUT_DIR = REPO_ROOT / ".tally"
+LAMBDA_ENV = OUT_DIR / "lambda-env"
+HOST = "127.0.0.1"
+ACCOUNT_ID = "123456789012"
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("TALLY_VENV") or Path.home() / ".cache" / "tally" / "venv")
+
+
+def say(msg: str) -> None:
+    print(f"[tally-local] {msg}", flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+
+class Component:
+    """A background process with a pid file, a log and a health check."""
+
+    def __init__(self, name: str, port: int, marker: str):
+        self.name = name
+        self.port = port
+        self.marker = marker  # substring of its command line: guards against a recycled pid
+
+    @property
+    def pid_file(self) -> Path:
+        return STATE_DIR / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return STATE_DIR / f"{self.name}.log"
+
+    def pid(self) -> Optional[int]:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            return None
+        if self.marker not in cmdline:
+            return None
+        return pid
+
+    def start(self, cmd: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_file, "ab")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: `down` stops the whole tree
+        )
+        log.close()
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc
+
+    def stop(self, timeout: float = 15) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(pid):
+                time.sleep(0.2)
+            if not _group_alive(pid):
+                break
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def wait_ready(self, check, timeout: float, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise Fail(f"{self.name} exited during start-up; see {self.log_file}:\n{tail(self.log_file)}")
+            time.sleep(0.3)
+        self.stop()
+        raise Fail(f"{self.name} did not answer on {HOST}:{self.port} within {timeout:.0f}s; "
+                   f"see {self.log_file}:\n{tail(self.log_file)}")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:  # reap the leader if it is our own child (restart within one `up`)
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(port: int, path: str, host: str = HOST) -> bool:
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=3)
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        conn.close()
+        return 200 <= status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def moto_healthy(port: int) -> bool:
+    return http_ok(port, "/moto-api/config")
+
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+
+def components(args) -> dict[str, Component]:
+    return {
+        "moto": Component("moto", args.moto_port, "moto_server"),
+        "gateway": Component("gateway", args.gateway_port, "gateway.py"),
+        "lambda": Component("lambda", args.lambda_port, "lambda watch"),
+    }
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise Fail(f"{what} not found at {path}; install the venv (localstack/requirements.txt) "
+                   f"or set TALLY_VENV")
+    return path
+
+
+def aws_env(endpoint: str, real_localstack: bool) -> dict[str, str]:
+    key = ACCOUNT_ID if real_localstack else "test"
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+
+
+def ensure_moto(args, comp: Component) -> None:
+    pid = comp.pid()
+    if pid is not None and moto_healthy(comp.port):
+        say(f"moto already up (pid {pid}, port {comp.port})")
+        return
+    if pid is not None:
+        say(f"moto (pid {pid}) does not answer; restarting")
+        comp.stop()
+    if port_open(comp.port):
+        raise Fail(f"port {comp.port} is taken by a process tally_local did not start; stop it or pick --moto-port")
+    exe = require(venv_dir() / "bin" / "moto_server", "moto_server")
+    env = dict(os.environ, MOTO_PORT=str(args.gateway_port))
+    proc = comp.start([str(exe), "-H", HOST, "-p", str(comp.port)], env)
+    comp.wait_ready(lambda: moto_healthy(comp.port), args.wait_timeout, proc)
+    pid = proc.pid
+    say(f"moto up (pid {pid}, {HOST}:{comp.port}, MOTO_PORT={args.gateway_port}) log {comp.log_file}")
+
+
+def ensure_gateway(args, comp: Component) -> None:
+    pid = comp.pid()
+    if pid is not None and moto_healthy(comp.port):
+        say(f"gateway already up (pid {pid}, port {comp.port})")
+        return
+    if pid is not None:
+        say(f"gateway (pid {pid}) does not answer; restarting")
+        comp.stop()
+    if port_open(comp.port):
+        raise Fail(f"port {comp.port} is taken by a process tally_local did not start "
+                   f"(a LocalStack? then use --endpoint http://{HOST}:{comp.port})")
+    py = require(venv_dir() / "bin" / "python", "venv python")
+    cmd = [str(py), str(REPO_ROOT / "localstack" / "gateway.py"), "--port", str(comp.port),
+           "--moto", f"{HOST}:{args.moto_port}", "--lambda-host", f"{HOST}:{args.lambda_port}",
+           "--invoke-timeout", str(args.invoke_timeout)]
+    proc = comp.start(cmd, dict(os.environ))
+    comp.wait_ready(lambda: moto_healthy(comp.port), args.wait_timeout, proc)
+    pid = proc.pid
+    say(f"gateway up (pid {pid}, {HOST}:{comp.port} -> moto :{args.moto_port}, lambda :{args.lambda_port}) "
+        f"log {comp.log_file}")
+
+
+def run_deploy(args, endpoint: str, real_localstack: bool) -> None:
+    py = require(venv_dir() / "bin" / "python", "venv python")
+    cmd = [str(py), str(REPO_ROOT / "localstack" / "deploy.py"), "--endpoint", endpoint,
+           "--stack-name", args.stack_name, "--template", args.template, "--out-dir", str(OUT_DIR)]
+    if args.parameter_overrides:
+        cmd += ["--parameter-overrides", *args.parameter_overrides]
+    env_over = ["TALLY_FAULT_INJECTION=enabled", *args.env]
+    cmd += ["--env", *env_over]
+    env = dict(os.environ, **aws_env(endpoint, real_localstack))
+    say("deploy: " + shlex.join(cmd[1:]))
+    rc = subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+    if rc != 0:
+        raise Fail(f"deploy failed (exit {rc})")
+
+
+def env_digest() -> str:
+    try:
+        return hashlib.sha256(LAMBDA_ENV.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def ensure_lambda_host(args, comp: Component, endpoint: str, real_localstack: bool) -> None:
+    digest_file = STATE_DIR / "lambda.env-sha256"
+    digest = env_digest()
+    pid = comp.pid()
+    if pid is not None:
+        old = digest_file.read_text().strip() if digest_file.exists() else ""
+        if old == digest and port_open(comp.port):
+            say(f"lambda host already up (pid {pid}, port {comp.port})")
+            return
+        say(f"lambda host (pid {pid}) restarting: " + ("lambda-env changed" if old != digest else "port not answering"))
+        comp.stop()
+    if port_open(comp.port):
+        raise Fail(f"port {comp.port} is taken by a process tally_local did not start; stop it or pick --lambda-port")
+    exe = require(venv_dir() / "bin" / "cargo-lambda", "cargo-lambda")
+    if not LAMBDA_ENV.exists():
+        raise Fail(f"{LAMBDA_ENV} missing: the deploy writes it")
+    aws = aws_env(endpoint, real_localstack)
+    cmd = [str(exe), "lambda", "watch", "--invoke-address", HOST, "--invoke-port", str(comp.port),
+           "--concurrency", str(args.concurrency), "--env-file", str(LAMBDA_ENV)]
+    for k, v in aws.items():
+        cmd += ["--env-var", f"{k}={v}"]
+    if not args.debug_build:
+        cmd.append("--release")
+    if args.no_reload:
+        cmd.append("--ignore-changes")
+    env = dict(os.environ, **aws)
+    env["PATH"] = f"{venv_dir() / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    target = env.get("CARGO_TARGET_DIR") or str(REPO_ROOT / "target")
+    proc = comp.start(cmd, env)
+    comp.wait_ready(lambda: port_open(comp.port), args.lambda_wait_timeout, proc)
+    pid = proc.pid
+    digest_file.write_text(digest + "\n")
+    say(f"lambda host up (pid {pid}, {HOST}:{comp.port}, {'debug' if args.debug_build else 'release'} builds in "
+        f"{target}; functions compile on first invoke) log {comp.log_file}")
+
+
+def cmd_up(args) -> None:
+    comps = components(args)
+    real = args.endpoint is not None
+    if real:
+        endpoint = args.endpoint.rstrip("/")
+        say(f"using the running endpoint {endpoint}; not starting moto or the gateway")
+        say("NOTE: state machine Lambda tasks cannot reach cargo-lambda from real LocalStack "
+            "(see the module docstring)")
+    else:
+        endpoint = f"http://{HOST}:{args.gateway_port}"
+        ensure_moto(args, comps["moto"])
+        ensure_gateway(args, comps["gateway"])
+    run_deploy(args, endpoint, real)
+    if args.no_lambda_host:
+        pid = comps["lambda"].pid()
+        say("lambda host not started (--no-lambda-host)" + (f"; one is running (pid {pid})" if pid else ""))
+    else:
+        ensure_lambda_host(args, comps["lambda"], endpoint, real)
+    say(f"ready: AWS_ENDPOINT_URL={endpoint}  outputs {OUT_DIR / 'stack.json'}")
+
+
+def cmd_deploy(args) -> None:
+    real = args.endpoint is not None
+    endpoint = args.endpoint.rstrip("/") if real else f"http://{HOST}:{args.gateway_port}"
+    run_deploy(args, endpoint, real)
+
+
+def cmd_down(args) -> None:
+    comps = components(args)
+    for name in ("lambda", "gateway", "moto"):
+        c = comps[name]
+        pid = c.pid()
+        if c.stop():
+            say(f"stopped {name} (pid {pid})")
+        else:
+            say(f"{name} not running")
+    (STATE_DIR / "lambda.env-sha256").unlink(missing_ok=True)
+
+
+def cmd_status(args) -> int:
+    comps = components(args)
+    running = 0
+    for name in ("moto", "gateway", "lambda"):
+        c = comps[name]
+        pid = c.pid()
+        if pid is None:
+            say(f"{name:8} stopped")
+            continue
+        running += 1
+        healthy = moto_healthy(c.port) if name != "lambda" else port_open(c.port)
+        say(f"{name:8} pid {pid}  {HOST}:{c.port}  {'answering' if healthy else 'NOT ANSWERING'}  log {c.log_file}")
+    sj = OUT_DIR / "stack.json"
+    if running and sj.exists():
+        for o in json.loads(sj.read_text()):
+            say(f"  {o['OutputKey']} = {o['OutputValue']}")
+    return 0 if running else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Tally local AWS stack (moto + gateway + cargo-lambda).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--moto-port", type=int, default=4575)
+        sp.add_argument("--gateway-port", type=int, default=4566)
+        sp.add_argument("--lambda-port", type=int, default=9000)
+
+    def deploy_opts(sp):
+        sp.add_argument("--endpoint", help="deploy to this running endpoint (real LocalStack) instead")
+        sp.add_argument("--template", default=str(REPO_ROOT / "infra" / "template.yaml"))
+        sp.add_argument("--stack-name", default="tally")
+        sp.add_argument("--parameter-overrides", nargs="*", action="extend", default=[], metavar="K=V")
+        sp.add_argument("--env", nargs="*", action="extend", default=[], metavar="K=V",
+                        help="extra function environment (TALLY_FAULT_INJECTION=enabled is always set)")
+
+    up = sub.add_parser("up", help="start moto, the gateway and cargo-lambda; deploy")
+    common(up)
+    deploy_opts(up)
+    up.add_argument("--no-lambda-host", action="store_true", help="do not start cargo lambda watch")
+    up.add_argument("--debug-build", action="store_true", help="cargo lambda watch without --release")
+    up.add_argument("--no-reload", action="store_true", help="cargo lambda watch --ignore-changes")
+    up.add_argument("--concurrency", type=int, default=10, help="instances per function (Map runs 10 at once)")
+    up.add_argument("--invoke-timeout", type=float, default=960, help="gateway: seconds per Lambda invocation")
+    up.add_argument("--wait-timeout", type=float, default=30, help="seconds to wait for moto / gateway")
+    up.add_argument("--lambda-wait-timeout", type=float, default=120, help="seconds to wait for the lambda host port")
+    up.set_defaults(func=cmd_up)
+
+    dp = sub.add_parser("deploy", help="redeploy the template into the running stack")
+    common(dp)
+    deploy_opts(dp)
+    dp.set_defaults(func=cmd_deploy)
+
+    down = sub.add_parser("down", help="stop everything `up` started")
+    common(down)
+    down.set_defaults(func=cmd_down)
+
+    st = sub.add_parser("status", help="what runs")
+    common(st)
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except Fail as e:
+        print(f"[tally-local] ERROR: {e}", file=sys.stderr)
+        return 1
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+//! Adapters from Tally's ports to AWS (DynamoDB, EventBridge, SNS, Step
+//! Functions), and in-memory ports for tests.
+//!
+//! # Layout
+//!
+//! - [`ports`]: the narrow traits handlers take, with their contracts.
+//! - [`dynamo`]: the account book, ledger and fault switch in DynamoDB.
+//! - [`publish`]: EventBridge events and SNS alarms.
+//! - [`memory`]: in-memory ports for handler tests.
+//! - [`error`]: SDK errors classified into transient or permanent.
+//! - [`retry`]: bounded backoff with full jitter.
+//! - [`config`]: typed environment reading.
+//! - [`handler_error`]: the error a Lambda handler returns, with its stable name.
+
+pub mod config;
+pub mod dynamo;
+pub mod error;
+pub mod handler_error;
+pub mod memory;
+pub mod ports;
+pub mod publish;
+pub mod retry;
+
+pub use error::StoreError;

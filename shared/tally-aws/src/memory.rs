@@ -1,0 +1,180 @@
+//! In-memory ports with the same contracts as the DynamoDB ones, for handler
+//! tests. Faults can be injected into `commit` to exercise retries.
+
+use crate::error::StoreError;
+use crate::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch, IdPage, Publisher};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use tally_domain::account::{Account, Status};
+use tally_domain::ledger::LedgerEntry;
+use tally_domain::partition::cob_shard;
+use tally_domain::NaiveDate;
+
+#[derive(Default)]
+pub struct MemoryBook {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: BTreeMap<String, Account>,
+    ledger: BTreeMap<(String, NaiveDate), LedgerEntry>,
+    /// The next `commit` calls to fail with a transient error before doing anything.
+    fail_next_commits: u32,
+    /// Fail the next commit *after* applying it, as a lost response does.
+    lose_next_response: bool,
+    commits: u64,
+}
+
+impl MemoryBook {
+    pub fn with_accounts(accounts: impl IntoIterator<Item = Account>) -> Self {
+        let book = MemoryBook::default();
+        book.state.lock().unwrap().accounts = accounts.into_iter().map(|a| (a.account_id.clone(), a)).collect();
+        book
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.state.lock().unwrap().ledger.values().cloned().collect()
+    }
+
+    pub fn account(&self, id: &str) -> Option<Account> {
+        self.state.lock().unwrap().accounts.get(id).cloned()
+    }
+
+    pub fn fail_next_commits(&self, n: u32) {
+        self.state.lock().unwrap().fail_next_commits = n;
+    }
+
+    pub fn lose_next_response(&self) {
+        self.state.lock().unwrap().lose_next_response = true;
+    }
+
+    pub fn commit_calls(&self) -> u64 {
+        self.state.lock().unwrap().commits
+    }
+}
+
+impl AccountBook for MemoryBook {
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().unwrap().accounts.values().filter(|a| a.status == Status::Active).count() as u64)
+    }
+
+    async fn active_ids(&self, shard: u32, after: Option<String>, limit: u32) -> Result<IdPage, StoreError> {
+        let st = self.state.lock().unwrap();
+        let mut ids: Vec<String> = st
+            .accounts
+            .values()
+            .filter(|a| a.status == Status::Active && cob_shard(&a.account_id) == shard)
+            .map(|a| a.account_id.clone())
+            .filter(|id| after.as_ref().is_none_or(|x| id > x))
+            .take(limit as usize + 1)
+            .collect();
+        let next = if ids.len() > limit as usize {
+            ids.truncate(limit as usize);
+            ids.last().cloned()
+        } else {
+            None
+        };
+        Ok(IdPage { ids, next })
+    }
+
+    async fn load(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
+        let st = self.state.lock().unwrap();
+        Ok(ids.iter().filter_map(|id| st.accounts.get(id).cloned()).collect())
+    }
+
+    async fn commit(&self, commits: &[AccountCommit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        st.commits += 1;
+        if st.fail_next_commits > 0 {
+            st.fail_next_commits -= 1;
+            return Err(StoreError::Transient("injected: throttled".into()));
+        }
+        let current = |st: &State, c: &AccountCommit| {
+            st.accounts.get(&c.before.account_id).is_some_and(|a| {
+                a.status == Status::Active
+                    && a.balance == c.before.balance
+                    && a.annual_rate == c.before.annual_rate
+                    && a.accrued_through == c.before.accrued_through
+                    && a.residual == c.before.residual
+            })
+        };
+        let outcomes: Vec<CommitOutcome> = commits
+            .iter()
+            .map(|c| if current(&st, c) { CommitOutcome::NotApplied } else { CommitOutcome::AccountChanged })
+            .collect();
+        for (c, o) in commits.iter().zip(&outcomes) {
+            if *o == CommitOutcome::NotApplied {
+                if let Some(e) = c.entries.iter().find(|e| st.ledger.contains_key(&(e.account_id.clone(), e.accrual_date))) {
+                    return Err(StoreError::Inconsistent(format!("entry {} {} exists", e.account_id, e.accrual_date)));
+                }
+            }
+        }
+        if outcomes.contains(&CommitOutcome::AccountChanged) {
+            return Ok(outcomes);
+        }
+        for c in commits {
+            for e in &c.entries {
+                st.ledger.insert((e.account_id.clone(), e.accrual_date), e.clone());
+            }
+            let a = st.accounts.get_mut(&c.before.account_id).expect("checked above");
+            a.accrued_through = Some(c.accrued_through);
+            a.residual = c.residual;
+            a.last_run = Some(c.mark.clone());
+        }
+        if std::mem::take(&mut st.lose_next_response) {
+            return Err(StoreError::Transient("injected: response lost after commit".into()));
+        }
+        Ok(vec![CommitOutcome::Committed; commits.len()])
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryFaults {
+    used: Mutex<HashMap<(String, u32), u32>>,
+}
+
+impl FaultSwitch for MemoryFaults {
+    async fn trip(&self, run_id: &str, partition: u32, failures: u32) -> Result<bool, StoreError> {
+        let mut used = self.used.lock().unwrap();
+        let n = used.entry((run_id.to_owned(), partition)).or_default();
+        if *n < failures {
+            *n += 1;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+/// Records what was published; can be told to fail transiently.
+#[derive(Default)]
+pub struct MemoryPublisher {
+    pub events: Mutex<Vec<(String, serde_json::Value)>>,
+    pub alarms: Mutex<Vec<(String, String)>>,
+    pub fail_next: Mutex<u32>,
+}
+
+impl MemoryPublisher {
+    fn maybe_fail(&self) -> Result<(), StoreError> {
+        let mut n = self.fail_next.lock().unwrap();
+        if *n > 0 {
+            *n -= 1;
+            return Err(StoreError::Transient("injected: throttled".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Publisher for MemoryPublisher {
+    async fn put_event(&self, detail_type: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        self.maybe_fail()?;
+        self.events.lock().unwrap().push((detail_type.to_owned(), detail.clone()));
+        Ok(())
+    }
+    async fn alarm(&self, subject: &str, message: &str) -> Result<(), StoreError> {
+        self.maybe_fail()?;
+        self.alarms.lock().unwrap().push((subject.to_owned(), message.to_owned()));
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The narrow interfaces handlers take. Each has a DynamoDB (or AWS)
+//! implementation and an in-memory one for handler tests.
+
+use crate::error::StoreError;
+use std::future::Future;
+use tally_domain::account::{Account, RunMark};
+use tally_domain::ledger::LedgerEntry;
+use tally_domain::NaiveDate;
+use tally_domain::Decimal;
+
+/// One page of active account ids from one index shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdPage {
+    pub ids: Vec<String>,
+    /// Pass back as `after` for the next page; `None` when the shard is done.
+    pub next: Option<String>,
+}
+
+/// The accrual of one account, to be applied atomically: its new ledger
+/// entries and its new state, conditioned on the state it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountCommit {
+    /// The account as read: its `accrued_through` and `residual` are the
+    /// condition of the write.
+    pub before: Account,
+    pub entries: Vec<LedgerEntry>,
+    pub accrued_through: NaiveDate,
+    pub residual: Decimal,
+    /// What this run has posted to the account, including this commit.
+    pub mark: RunMark,
+}
+
+impl AccountCommit {
+    /// Write items this commit needs in a transaction.
+    pub fn items(&self) -> usize {
+        1 + self.entries.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Entries written and state advanced.
+    Committed,
+    /// The account's state was no longer the one computed from (another run,
+    /// or an earlier attempt of this one, advanced it): nothing was written
+    /// for it; re-read and recompute.
+    AccountChanged,
+    /// The transaction was cancelled because of another commit in it; this
+    /// one was valid and may be sent again.
+    NotApplied,
+}
+
+/// The account book.
+pub trait AccountBook: Send + Sync {
+    /// Exact number of ACTIVE accounts.
+    fn count_active(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` ids of ACTIVE accounts in index shard `shard`, after
+    /// `after`, in id order. Bounded by `limit`; pages never overlap.
+    fn active_ids(&self, shard: u32, after: Option<String>, limit: u32)
+        -> impl Future<Output = Result<IdPage, StoreError>> + Send;
+
+    /// Strongly consistent read of the accounts that exist among `ids`
+    /// (at most 100), in no particular order.
+    fn load(&self, ids: &[String]) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+
+    /// Applies `commits` (at most 100 items in all) as one all-or-nothing
+    /// transaction. Each ledger entry is written only if no entry has its
+    /// `(account_id, accrual_date)`; each account only if its state is still
+    /// `before`. Idempotent: a commit already applied comes back as
+    /// `AccountChanged`, never as a second entry. One outcome per commit, in order.
+    fn commit(&self, commits: &[AccountCommit])
+        -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
+}
+
+/// The test-only fault switch: lets a partition fail a bounded number of
+/// times for a run, across retries of the partition.
+pub trait FaultSwitch: Send + Sync {
+    /// Consumes one of `failures` for `(run_id, partition)`; `true` when the
+    /// caller should fail now. Atomic across concurrent and retried callers.
+    fn trip(&self, run_id: &str, partition: u32, failures: u32)
+        -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Where run outcomes are announced.
+pub trait Publisher: Send + Sync {
+    /// Puts one event on the bus. Fails unless the bus accepted it.
+    fn put_event(&self, detail_type: &str, detail: &serde_json::Value)
+        -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sends an alarm to the operators' topic.
+    fn alarm(&self, subject: &str, message: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
