@@ -11,7 +11,8 @@ under .tally/local/):
 
   moto      moto_server on 127.0.0.1:4575 with MOTO_PORT=4566, so that its Step
             Functions engine sends every service call (Lambda invoke included)
-            back through the gateway;
+            back through the gateway; started through localstack/moto_launcher.py
+            (moto_server + an O(items) instead of O(table) TransactWriteItems);
   gateway   localstack/gateway.py on 127.0.0.1:4566 -- the endpoint everything
             uses (AWS_ENDPOINT_URL=http://127.0.0.1:4566);
   lambda    `cargo lambda watch` on 127.0.0.1:9000 from the repo root, release
@@ -84,10 +85,11 @@ class Fail(Exception):
 class Component:
     """A background process with a pid file, a log and a health check."""
 
-    def __init__(self, name: str, port: int, marker: str):
+    def __init__(self, name: str, port: int, marker: str, *older_markers: str):
         self.name = name
         self.port = port
         self.marker = marker  # substring of its command line: guards against a recycled pid
+        self.older_markers = older_markers  # command lines of earlier versions (still ours)
 
     @property
     def pid_file(self) -> Path:
@@ -98,6 +100,13 @@ class Component:
         return STATE_DIR / f"{self.name}.log"
 
     def pid(self) -> Optional[int]:
+        return self._pid(self.marker, *self.older_markers)
+
+    def pid_is_current(self) -> bool:
+        """The running process (if any) is the current command, not an earlier version's."""
+        return self._pid(self.marker) is not None
+
+    def _pid(self, *markers: str) -> Optional[int]:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -107,7 +116,7 @@ class Component:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ProcessLookupError):
             return None
-        if self.marker not in cmdline:
+        if not any(m in cmdline for m in markers):
             return None
         return pid
 
@@ -207,7 +216,7 @@ def moto_healthy(port: int) -> bool:
 
 def components(args) -> dict[str, Component]:
     return {
-        "moto": Component("moto", args.moto_port, "moto_server"),
+        "moto": Component("moto", args.moto_port, "moto_launcher.py", "moto_server"),
         "gateway": Component("gateway", args.gateway_port, "gateway.py"),
         "lambda": Component("lambda", args.lambda_port, "lambda watch"),
     }
@@ -233,6 +242,11 @@ def aws_env(endpoint: str, real_localstack: bool) -> dict[str, str]:
 
 def ensure_moto(args, comp: Component) -> None:
     pid = comp.pid()
+    if pid is not None and not comp.pid_is_current():
+        say(f"moto (pid {pid}) is a plain moto_server; restarting it through moto_launcher.py "
+            f"(its in-memory data is lost; the deploy recreates the resources)")
+        comp.stop()
+        pid = None
     if pid is not None and moto_healthy(comp.port):
         say(f"moto already up (pid {pid}, port {comp.port})")
         return
@@ -241,9 +255,10 @@ def ensure_moto(args, comp: Component) -> None:
         comp.stop()
     if port_open(comp.port):
         raise Fail(f"port {comp.port} is taken by a process tally_local did not start; stop it or pick --moto-port")
-    exe = require(venv_dir() / "bin" / "moto_server", "moto_server")
+    py = require(venv_dir() / "bin" / "python", "venv python")
+    launcher = REPO_ROOT / "localstack" / "moto_launcher.py"
     env = dict(os.environ, MOTO_PORT=str(args.gateway_port))
-    proc = comp.start([str(exe), "-H", HOST, "-p", str(comp.port)], env)
+    proc = comp.start([str(py), str(launcher), "-H", HOST, "-p", str(comp.port)], env)
     comp.wait_ready(lambda: moto_healthy(comp.port), args.wait_timeout, proc)
     pid = proc.pid
     say(f"moto up (pid {pid}, {HOST}:{comp.port}, MOTO_PORT={args.gateway_port}) log {comp.log_file}")

@@ -1,1 +1,334 @@
-fn main() {}
+//! `tally`: the operator CLI. See `tally --help`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tally_aws::dynamo::DynamoBook;
+use tally_cli::{export, generate, import, runs, stack::Stack};
+use tally_domain::NaiveDate;
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    about = "Tally: nightly close of business on AWS serverless",
+    version
+)]
+struct Cli {
+    /// Stack outputs (`sam list stack-outputs --output json`); `tally local up` writes it.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_STACK_FILE",
+        default_value = ".tally/stack.json"
+    )]
+    stack_file: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local stack (moto + gateway + cargo-lambda) on 127.0.0.1:4566.
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
+    /// The account book.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+    /// Close-of-business runs.
+    Cob {
+        #[command(subcommand)]
+        action: CobAction,
+    },
+    /// The ledger.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalAction {
+    /// Start the local stack and deploy Tally into it from infra/template.yaml.
+    Up {
+        /// Passed on to localstack/tally_local.py (e.g. --no-lambda-host).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
+    /// Stop the local stack.
+    Down,
+    /// What runs.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Import JSON Lines (accrual.md); a bad line fails the import, nothing written.
+    Import { file: PathBuf },
+    /// Write a deterministic synthetic book.
+    Generate {
+        #[arg(long)]
+        count: u64,
+        /// The business date the book is made for.
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    date: NaiveDate,
+    /// Follow the run until it ends; exit non-zero unless it succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// Override COB_PARTITION_THRESHOLD for this run.
+    #[arg(long)]
+    partition_threshold: Option<u64>,
+    /// Override COB_PARTITION_COUNT for this run.
+    #[arg(long)]
+    partition_count: Option<u32>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum CobAction {
+    /// Start a COB run for a business date.
+    Run(RunArgs),
+    /// Status of a run.
+    Status { run_id: String },
+}
+
+#[derive(Subcommand)]
+enum LedgerAction {
+    /// JSON Lines to stdout, one posting a line.
+    Export {
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("localstack/tally_local.py").exists() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            bail!("run `tally local` inside the Tally repository (no localstack/tally_local.py above here)");
+        }
+    }
+}
+
+fn local(args: &[&str], extra: &[String]) -> Result<()> {
+    let root = repo_root()?;
+    let venv = std::env::var("TALLY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tally/venv")
+        });
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        bail!("{} is missing: run `make setup` first", python.display());
+    }
+    let status = std::process::Command::new(&python)
+        .arg(root.join("localstack/tally_local.py"))
+        .args(args)
+        .args(extra)
+        .current_dir(&root)
+        .status()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !status.success() {
+        bail!("local stack: {status}");
+    }
+    Ok(())
+}
+
+async fn book(stack: &Stack) -> DynamoBook {
+    let client = aws_sdk_dynamodb::Client::new(&tally_aws::config::aws().await);
+    DynamoBook::new(client, &stack.accounts_table, &stack.ledger_table)
+}
+
+async fn sfn() -> aws_sdk_sfn::Client {
+    aws_sdk_sfn::Client::new(&tally_aws::config::aws().await)
+}
+
+fn print_summary(s: &runs::RunStatus) {
+    let Some(event) = s.output.as_ref().and_then(|o| o.get("event")) else {
+        return;
+    };
+    let get = |k: &str| {
+        event
+            .get(k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    eprintln!("  accounts processed   {}", get("accounts_processed"));
+    eprintln!("  postings written     {}", get("postings_written"));
+    eprintln!("  partitions           {}", get("partition_count"));
+    eprintln!("  slowest partition    {} ms", get("slowest_partition_ms"));
+    for t in event
+        .get("totals")
+        .and_then(|t| t.as_array())
+        .into_iter()
+        .flatten()
+    {
+        eprintln!(
+            "  total {}            {} ({} postings)",
+            t["currency"].as_str().unwrap_or("?"),
+            t["amount"].as_str().unwrap_or("?"),
+            t["postings"]
+        );
+    }
+}
+
+async fn cob_run(stack: &Stack, a: RunArgs) -> Result<()> {
+    let client = sfn().await;
+    let run_id = runs::new_run_id(a.date);
+    let options = runs::Options {
+        partition_threshold: a.partition_threshold,
+        partition_count: a.partition_count,
+    };
+    let arn = runs::start(
+        &client,
+        &stack.state_machine_arn,
+        &run_id,
+        a.date,
+        &options,
+        None,
+    )
+    .await?;
+    println!("{run_id}");
+    if !a.wait {
+        return Ok(());
+    }
+    let mut last = String::new();
+    let s = runs::wait(
+        &client,
+        &arn,
+        Duration::from_secs(a.timeout_secs),
+        |s, elapsed| {
+            let line = format!("{} {}", s.run_id, s.status);
+            if line != last || elapsed.as_secs() % 5 == 0 {
+                eprint!("\r{line} {:>5}s ", elapsed.as_secs());
+                last = line;
+            }
+        },
+    )
+    .await?;
+    if let Ok(p) = runs::progress(&client, &arn).await {
+        eprintln!(
+            "\n  last state {}; fan-out partitions done {}, failed {}",
+            p.state, p.partitions_done, p.partitions_failed
+        );
+    }
+    eprintln!(
+        "{} {} ({} → {})",
+        s.run_id,
+        s.status,
+        s.started_at,
+        s.stopped_at.as_deref().unwrap_or("-")
+    );
+    print_summary(&s);
+    if !s.succeeded() {
+        bail!(
+            "run {} ended {}: {} {}",
+            s.run_id,
+            s.status,
+            s.error.as_deref().unwrap_or(""),
+            s.cause.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TALLY_LOG"))
+        .init();
+    let cli = Cli::parse();
+    let stack = || Stack::load(&cli.stack_file);
+    match cli.command {
+        Command::Local {
+            action: LocalAction::Up { extra },
+        } => local(&["up"], &extra),
+        Command::Local {
+            action: LocalAction::Down,
+        } => local(&["down"], &[]),
+        Command::Local {
+            action: LocalAction::Status,
+        } => local(&["status"], &[]),
+        Command::Accounts {
+            action:
+                AccountsAction::Generate {
+                    count,
+                    date,
+                    seed,
+                    out,
+                },
+        } => {
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?,
+            );
+            generate::generate(count, seed, date, &mut w)?;
+            w.flush()?;
+            eprintln!("wrote {count} accounts to {}", out.display());
+            Ok(())
+        }
+        Command::Accounts {
+            action: AccountsAction::Import { file },
+        } => {
+            let stack = stack()?;
+            let started = std::time::Instant::now();
+            let n = import::import(&book(&stack).await, Path::new(&file), |n| {
+                eprint!("\r{n} accounts written")
+            })
+            .await?;
+            eprintln!(
+                "\rimported {n} accounts in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Cob {
+            action: CobAction::Run(a),
+        } => cob_run(&stack()?, a).await,
+        Command::Cob {
+            action: CobAction::Status { run_id },
+        } => {
+            let stack = stack()?;
+            let s = runs::status(
+                &sfn().await,
+                &runs::execution_arn(&stack.state_machine_arn, &run_id)?,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Command::Ledger {
+            action: LedgerAction::Export { date },
+        } => {
+            let stack = stack()?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = export::export(&book(&stack).await, date, &mut out).await?;
+            out.flush()?;
+            eprintln!("exported {n} ledger entries");
+            Ok(())
+        }
+    }
+}

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::Publisher;
 use tally_aws::StoreError;
-use tally_domain::cob::{aggregate, plan_failed, Outcome, PartitionResult, Plan, RunFailed, COMPLETED_DETAIL_TYPE, FAILED_DETAIL_TYPE};
+use tally_domain::cob::{
+    aggregate, plan_failed, Outcome, PartitionResult, Plan, RunFailed, COMPLETED_DETAIL_TYPE,
+    FAILED_DETAIL_TYPE,
+};
 use tally_domain::errors;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,37 +56,87 @@ pub struct AggregateOutput {
 }
 
 fn publish_error(e: StoreError) -> HandlerError {
-    let name = if e.is_transient() { errors::TRANSIENT_PUBLISH_ERROR } else { errors::PUBLISH_ERROR };
-    HandlerError { name, message: e.to_string() }
+    let name = if e.is_transient() {
+        errors::TRANSIENT_PUBLISH_ERROR
+    } else {
+        errors::PUBLISH_ERROR
+    };
+    HandlerError {
+        name,
+        message: e.to_string(),
+    }
 }
 
-async fn fail<P: Publisher>(publisher: &P, failed: RunFailed) -> Result<AggregateOutput, HandlerError> {
+async fn fail<P: Publisher>(
+    publisher: &P,
+    failed: RunFailed,
+) -> Result<AggregateOutput, HandlerError> {
     let detail = serde_json::to_value(&failed).expect("events serialize");
-    let date = failed.business_date.map_or("unknown date".into(), |d| d.to_string());
+    let date = failed
+        .business_date
+        .map_or("unknown date".into(), |d| d.to_string());
     // The alarm first: it is what wakes someone.
     publisher
-        .alarm(&format!("Tally COB {date} FAILED ({})", failed.run_id), &serde_json::to_string_pretty(&detail).expect("json"))
+        .alarm(
+            &format!("Tally COB {date} FAILED ({})", failed.run_id),
+            &serde_json::to_string_pretty(&detail).expect("json"),
+        )
         .await
         .map_err(publish_error)?;
-    publisher.put_event(FAILED_DETAIL_TYPE, &detail).await.map_err(publish_error)?;
-    Ok(AggregateOutput { outcome: OutcomeName::Failed, run_id: failed.run_id, event: detail })
+    publisher
+        .put_event(FAILED_DETAIL_TYPE, &detail)
+        .await
+        .map_err(publish_error)?;
+    Ok(AggregateOutput {
+        outcome: OutcomeName::Failed,
+        run_id: failed.run_id,
+        event: detail,
+    })
 }
 
-pub async fn aggregate_run<P: Publisher>(publisher: &P, event: AggregateEvent, now: &str) -> Result<AggregateOutput, HandlerError> {
+pub async fn aggregate_run<P: Publisher>(
+    publisher: &P,
+    event: AggregateEvent,
+    now: &str,
+) -> Result<AggregateOutput, HandlerError> {
     let Some(plan) = event.plan else {
-        let failure = event.failure.ok_or_else(|| HandlerError::invalid_input("neither a plan nor a failure"))?;
+        let failure = event
+            .failure
+            .ok_or_else(|| HandlerError::invalid_input("neither a plan nor a failure"))?;
         let run_id = event.execution_name.unwrap_or_else(|| "unknown".into());
-        let date = event.input.get("business_date").and_then(|d| d.as_str()).and_then(|d| d.parse().ok());
-        return fail(publisher, plan_failed(&run_id, date, &failure.error, &failure.cause, now)).await;
+        let date = event
+            .input
+            .get("business_date")
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse().ok());
+        return fail(
+            publisher,
+            plan_failed(&run_id, date, &failure.error, &failure.cause, now),
+        )
+        .await;
     };
-    match aggregate(&plan, &event.results, now).map_err(|e| HandlerError::invalid_input(e.to_string()))? {
+    match aggregate(&plan, &event.results, now)
+        .map_err(|e| HandlerError::invalid_input(e.to_string()))?
+    {
         Outcome::Failed(failed) => fail(publisher, failed).await,
         Outcome::Completed(done) => {
             let detail = serde_json::to_value(&done).expect("events serialize");
-            publisher.put_event(COMPLETED_DETAIL_TYPE, &detail).await.map_err(publish_error)?;
-            tracing::info!(run_id = done.run_id, postings = done.postings_written, partitions = done.partition_count,
-                           slowest_partition_ms = done.slowest_partition_ms, "run completed");
-            Ok(AggregateOutput { outcome: OutcomeName::Completed, run_id: done.run_id, event: detail })
+            publisher
+                .put_event(COMPLETED_DETAIL_TYPE, &detail)
+                .await
+                .map_err(publish_error)?;
+            tracing::info!(
+                run_id = done.run_id,
+                postings = done.postings_written,
+                partitions = done.partition_count,
+                slowest_partition_ms = done.slowest_partition_ms,
+                "run completed"
+            );
+            Ok(AggregateOutput {
+                outcome: OutcomeName::Completed,
+                run_id: done.run_id,
+                event: detail,
+            })
         }
     }
 }
@@ -100,7 +153,13 @@ mod tests {
     #[tokio::test]
     async fn all_partitions_succeeding_publishes_completed_and_no_alarm() {
         let p = MemoryPublisher::default();
-        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/completed.json")), "2026-11-21T01:00:00.000Z").await.unwrap();
+        let out = aggregate_run(
+            &p,
+            event(include_str!("../../../events/cob-aggregate/completed.json")),
+            "2026-11-21T01:00:00.000Z",
+        )
+        .await
+        .unwrap();
         assert_eq!(out.outcome, OutcomeName::Completed);
         let events = p.events.lock().unwrap();
         assert_eq!(events.len(), 1);
@@ -113,19 +172,41 @@ mod tests {
     #[tokio::test]
     async fn a_failed_partition_publishes_failed_and_an_alarm_never_completed() {
         let p = MemoryPublisher::default();
-        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/partition-failed.json")), "t").await.unwrap();
+        let out = aggregate_run(
+            &p,
+            event(include_str!(
+                "../../../events/cob-aggregate/partition-failed.json"
+            )),
+            "t",
+        )
+        .await
+        .unwrap();
         assert_eq!(out.outcome, OutcomeName::Failed);
         let events = p.events.lock().unwrap();
-        assert_eq!(events.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["accrual_run_failed"]);
+        assert_eq!(
+            events.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["accrual_run_failed"]
+        );
         assert_eq!(events[0].1["stage"], "PARTITION");
-        assert!(!events[0].1["failed_partitions"].as_array().unwrap().is_empty());
+        assert!(!events[0].1["failed_partitions"]
+            .as_array()
+            .unwrap()
+            .is_empty());
         assert_eq!(p.alarms.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn a_failed_plan_publishes_failed_with_the_error() {
         let p = MemoryPublisher::default();
-        let out = aggregate_run(&p, event(include_str!("../../../events/cob-aggregate/plan-failed.json")), "t").await.unwrap();
+        let out = aggregate_run(
+            &p,
+            event(include_str!(
+                "../../../events/cob-aggregate/plan-failed.json"
+            )),
+            "t",
+        )
+        .await
+        .unwrap();
         assert_eq!(out.outcome, OutcomeName::Failed);
         let events = p.events.lock().unwrap();
         assert_eq!(events[0].1["stage"], "PLAN");
@@ -137,7 +218,10 @@ mod tests {
         let p = MemoryPublisher::default();
         *p.fail_next.lock().unwrap() = 1;
         let ev = event(include_str!("../../../events/cob-aggregate/completed.json"));
-        assert_eq!(aggregate_run(&p, ev.clone(), "t").await.unwrap_err().name, "TransientPublishError");
+        assert_eq!(
+            aggregate_run(&p, ev.clone(), "t").await.unwrap_err().name,
+            "TransientPublishError"
+        );
         aggregate_run(&p, ev, "t").await.unwrap();
         assert_eq!(p.events.lock().unwrap().len(), 1);
     }

@@ -4,7 +4,10 @@ use tally_aws::{config, handler_error::HandlerError, publish::AwsPublisher};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let sdk = config::aws().await;
     let publisher = AwsPublisher {
         events: aws_sdk_eventbridge::Client::new(&sdk),
@@ -13,11 +16,13 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
     };
     let publisher = &publisher;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let event: AggregateEvent = serde_json::from_value(event.payload)
-            .map_err(|e| HandlerError::invalid_input(format!("aggregate event: {e}")))?;
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        Ok::<AggregateOutput, HandlerError>(aggregate_run(publisher, event, &now).await?)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let event: AggregateEvent = serde_json::from_value(event.payload)
+                .map_err(|e| HandlerError::invalid_input(format!("aggregate event: {e}")))?;
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            Ok::<AggregateOutput, HandlerError>(aggregate_run(publisher, event, &now).await?)
+        },
+    ))
     .await
 }

@@ -29,12 +29,15 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let partition_count = bounded("COB_PARTITION_COUNT", 10, 1, COB_SHARD_COUNT)?;
-        check_partition_count(partition_count).map_err(|e| ConfigError(format!("COB_PARTITION_COUNT: {e}")))?;
+        check_partition_count(partition_count)
+            .map_err(|e| ConfigError(format!("COB_PARTITION_COUNT: {e}")))?;
         let tz = std::env::var("COB_TIME_ZONE").unwrap_or_else(|_| "UTC".into());
         Ok(Config {
             partition_threshold: bounded("COB_PARTITION_THRESHOLD", 50_000, 1, u64::MAX)?,
             partition_count,
-            time_zone: tz.parse().map_err(|_| ConfigError(format!("COB_TIME_ZONE=`{tz}` is not an IANA time zone")))?,
+            time_zone: tz.parse().map_err(|_| {
+                ConfigError(format!("COB_TIME_ZONE=`{tz}` is not an IANA time zone"))
+            })?,
         })
     }
 }
@@ -67,28 +70,56 @@ pub struct CoordinatorEvent {
 
 /// The business date of a run: given, or the local day before the night the
 /// schedule fired in. Never after tomorrow (UTC), which catches typed years.
-pub fn business_date(input: &RunInput, tz: Tz, now: DateTime<Utc>) -> Result<NaiveDate, HandlerError> {
+pub fn business_date(
+    input: &RunInput,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<NaiveDate, HandlerError> {
     let date = match (input.business_date, input.scheduled_time) {
         (Some(d), None) => d,
-        (None, Some(t)) => t.with_timezone(&tz).date_naive().checked_sub_days(Days::new(1))
+        (None, Some(t)) => t
+            .with_timezone(&tz)
+            .date_naive()
+            .checked_sub_days(Days::new(1))
             .ok_or_else(|| HandlerError::invalid_input("scheduled_time out of range"))?,
-        _ => return Err(HandlerError::invalid_input("give exactly one of business_date or scheduled_time")),
+        _ => {
+            return Err(HandlerError::invalid_input(
+                "give exactly one of business_date or scheduled_time",
+            ))
+        }
     };
     let latest = now.date_naive() + Days::new(1);
     if date > latest {
-        return Err(HandlerError::invalid_input(format!("business_date {date} is after {latest}")));
+        return Err(HandlerError::invalid_input(format!(
+            "business_date {date} is after {latest}"
+        )));
     }
     Ok(date)
 }
 
-pub async fn plan<B: AccountBook>(book: &B, cfg: &Config, event: CoordinatorEvent, now: DateTime<Utc>) -> Result<Plan, HandlerError> {
+pub async fn plan<B: AccountBook>(
+    book: &B,
+    cfg: &Config,
+    event: CoordinatorEvent,
+    now: DateTime<Utc>,
+) -> Result<Plan, HandlerError> {
     let run_id = event.execution_name;
     if run_id.is_empty() || run_id.len() > RUN_ID_LEN_MAX {
-        return Err(HandlerError::invalid_input(format!("execution name must be 1–{RUN_ID_LEN_MAX} characters")));
+        return Err(HandlerError::invalid_input(format!(
+            "execution name must be 1–{RUN_ID_LEN_MAX} characters"
+        )));
     }
     let date = business_date(&event.input, cfg.time_zone, now)?;
-    let threshold = event.input.options.partition_threshold.unwrap_or(cfg.partition_threshold);
-    let count = event.input.options.partition_count.unwrap_or(cfg.partition_count);
+    let threshold = event
+        .input
+        .options
+        .partition_threshold
+        .unwrap_or(cfg.partition_threshold);
+    let count = event
+        .input
+        .options
+        .partition_count
+        .unwrap_or(cfg.partition_count);
     let active = book.count_active().await?;
     let plan = Plan::make(&run_id, date, active, threshold, count, event.input.fault)
         .map_err(|e| HandlerError::invalid_input(e.to_string()))?;
@@ -104,7 +135,11 @@ mod tests {
     use tally_domain::cob::Path;
 
     fn cfg(threshold: u64) -> Config {
-        Config { partition_threshold: threshold, partition_count: 10, time_zone: "Europe/London".parse().unwrap() }
+        Config {
+            partition_threshold: threshold,
+            partition_count: 10,
+            time_zone: "Europe/London".parse().unwrap(),
+        }
     }
 
     fn now() -> DateTime<Utc> {
@@ -118,41 +153,109 @@ mod tests {
     #[tokio::test]
     async fn the_sample_events_plan_as_documented() {
         let line = r#"{"account_id":"A","product":"LOAN","status":"ACTIVE","currency":"USD","balance":"1.00","annual_rate":"0.05","day_count":"ACT/360","opened_on":"2026-01-01","accrued_through":null}"#;
-        let book = MemoryBook::with_accounts([tally_domain::account::parse_account_line(line, 1).unwrap()]);
-        let p = plan(&book, &cfg(50_000), event(include_str!("../../../events/cob-coordinator/manual.json")), now()).await.unwrap();
-        assert_eq!((p.path, p.partition_count, p.business_date.to_string()), (Path::Single, 1, "2026-11-20".into()));
+        let book =
+            MemoryBook::with_accounts(
+                [tally_domain::account::parse_account_line(line, 1).unwrap()],
+            );
+        let p = plan(
+            &book,
+            &cfg(50_000),
+            event(include_str!("../../../events/cob-coordinator/manual.json")),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (p.path, p.partition_count, p.business_date.to_string()),
+            (Path::Single, 1, "2026-11-20".into())
+        );
         assert_eq!(p.run_id, "cob-2026-11-20-manual");
-        let p = plan(&book, &cfg(50_000), event(include_str!("../../../events/cob-coordinator/with-options.json")), now()).await.unwrap();
-        assert_eq!((p.path, p.partition_count, p.partitions.len()), (Path::Partitioned, 4, 4));
-        let p = plan(&book, &cfg(50_000), event(include_str!("../../../events/cob-coordinator/scheduled.json")), now()).await.unwrap();
+        let p = plan(
+            &book,
+            &cfg(50_000),
+            event(include_str!(
+                "../../../events/cob-coordinator/with-options.json"
+            )),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (p.path, p.partition_count, p.partitions.len()),
+            (Path::Partitioned, 4, 4)
+        );
+        let p = plan(
+            &book,
+            &cfg(50_000),
+            event(include_str!(
+                "../../../events/cob-coordinator/scheduled.json"
+            )),
+            now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(p.business_date.to_string(), "2026-11-20");
     }
 
     #[test]
     fn a_schedule_firing_after_midnight_local_accrues_the_local_day_before() {
-        let input = |t: &str| RunInput { business_date: None, scheduled_time: Some(t.parse().unwrap()), options: Options::default(), fault: None };
+        let input = |t: &str| RunInput {
+            business_date: None,
+            scheduled_time: Some(t.parse().unwrap()),
+            options: Options::default(),
+            fault: None,
+        };
         let ny: Tz = "America/New_York".parse().unwrap();
         // 04:30 UTC on the 21st is 23:30 on the 20th in New York: the day before is the 19th.
-        assert_eq!(business_date(&input("2026-11-21T04:30:00Z"), ny, now()).unwrap().to_string(), "2026-11-19");
+        assert_eq!(
+            business_date(&input("2026-11-21T04:30:00Z"), ny, now())
+                .unwrap()
+                .to_string(),
+            "2026-11-19"
+        );
         // 05:30 UTC is 00:30 on the 21st in New York: business date the 20th.
-        assert_eq!(business_date(&input("2026-11-21T05:30:00Z"), ny, now()).unwrap().to_string(), "2026-11-20");
+        assert_eq!(
+            business_date(&input("2026-11-21T05:30:00Z"), ny, now())
+                .unwrap()
+                .to_string(),
+            "2026-11-20"
+        );
     }
 
     #[test]
     fn dates_far_in_the_future_or_ambiguous_inputs_are_refused() {
         let mk = |d: Option<&str>, t: Option<&str>| RunInput {
-            business_date: d.map(|d| d.parse().unwrap()), scheduled_time: t.map(|t| t.parse().unwrap()),
-            options: Options::default(), fault: None };
+            business_date: d.map(|d| d.parse().unwrap()),
+            scheduled_time: t.map(|t| t.parse().unwrap()),
+            options: Options::default(),
+            fault: None,
+        };
         let tz: Tz = "UTC".parse().unwrap();
         assert!(business_date(&mk(Some("2062-11-20"), None), tz, now()).is_err());
         assert!(business_date(&mk(None, None), tz, now()).is_err());
-        assert!(business_date(&mk(Some("2026-11-20"), Some("2026-11-21T00:00:00Z")), tz, now()).is_err());
-        assert!(serde_json::from_str::<RunInput>(r#"{"business_date":"2026-11-20","bogus":1}"#).is_err());
+        assert!(business_date(
+            &mk(Some("2026-11-20"), Some("2026-11-21T00:00:00Z")),
+            tz,
+            now()
+        )
+        .is_err());
+        assert!(
+            serde_json::from_str::<RunInput>(r#"{"business_date":"2026-11-20","bogus":1}"#)
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn a_partition_count_that_does_not_divide_the_shards_is_refused() {
-        let e = event(r#"{"input":{"business_date":"2026-11-20","options":{"partition_count":7}},"execution_name":"x"}"#);
-        assert_eq!(plan(&MemoryBook::default(), &cfg(0), e, now()).await.unwrap_err().name, "InvalidInput");
+        let e = event(
+            r#"{"input":{"business_date":"2026-11-20","options":{"partition_count":7}},"execution_name":"x"}"#,
+        );
+        assert_eq!(
+            plan(&MemoryBook::default(), &cfg(0), e, now())
+                .await
+                .unwrap_err()
+                .name,
+            "InvalidInput"
+        );
     }
 }

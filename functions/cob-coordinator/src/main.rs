@@ -5,17 +5,22 @@ use tally_domain::cob::Plan;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let cfg = Config::from_env()?;
     let accounts = config::required("ACCOUNTS_TABLE")?;
     let client = aws_sdk_dynamodb::Client::new(&config::aws().await);
     // The coordinator never writes the ledger; the name is only for the type.
     let book = DynamoBook::new(client, accounts, String::new());
     let (book, cfg) = (&book, &cfg);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let event: CoordinatorEvent = serde_json::from_value(event.payload)
-            .map_err(|e| HandlerError::invalid_input(format!("coordinator event: {e}")))?;
-        Ok::<Plan, HandlerError>(plan(book, cfg, event, chrono::Utc::now()).await?)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let event: CoordinatorEvent = serde_json::from_value(event.payload)
+                .map_err(|e| HandlerError::invalid_input(format!("coordinator event: {e}")))?;
+            Ok::<Plan, HandlerError>(plan(book, cfg, event, chrono::Utc::now()).await?)
+        },
+    ))
     .await
 }

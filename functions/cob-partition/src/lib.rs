@@ -94,8 +94,12 @@ impl Stats {
 /// The next atomic step for `account`: its days from [`first_day`] through
 /// `business_date`, cut where the ledger entries would overflow one
 /// transaction. `None` when there is nothing to accrue.
-pub fn plan_commit(account: &Account, business_date: NaiveDate, run_id: &str, days: &mut Vec<DayAccrual>)
-    -> Result<Option<AccountCommit>, HandlerError> {
+pub fn plan_commit(
+    account: &Account,
+    business_date: NaiveDate,
+    run_id: &str,
+    days: &mut Vec<DayAccrual>,
+) -> Result<Option<AccountCommit>, HandlerError> {
     if first_day(account, business_date).is_none() {
         return Ok(None);
     }
@@ -111,7 +115,14 @@ pub fn plan_commit(account: &Account, business_date: NaiveDate, run_id: &str, da
             if entries.len() == entries_max {
                 break;
             }
-            entries.push(LedgerEntry::new(&account.account_id, account.product, d.date, account.currency, d.posted, run_id));
+            entries.push(LedgerEntry::new(
+                &account.account_id,
+                account.product,
+                d.date,
+                account.currency,
+                d.posted,
+                run_id,
+            ));
         }
         last = *d;
     }
@@ -123,9 +134,20 @@ pub fn plan_commit(account: &Account, business_date: NaiveDate, run_id: &str, da
             amount: m.amount + amount,
             zero_days: m.zero_days + zero_days,
         },
-        _ => RunMark { run_id: run_id.into(), postings: entries.len() as u64, amount, zero_days },
+        _ => RunMark {
+            run_id: run_id.into(),
+            postings: entries.len() as u64,
+            amount,
+            zero_days,
+        },
     };
-    Ok(Some(AccountCommit { before: account.clone(), entries, accrued_through: last.date, residual: last.residual, mark }))
+    Ok(Some(AccountCommit {
+        before: account.clone(),
+        entries,
+        accrued_through: last.date,
+        residual: last.residual,
+        mark,
+    }))
 }
 
 /// Groups commits into transactions of at most [`TRANSACT_ITEMS_MAX`] items.
@@ -144,7 +166,12 @@ fn transactions(commits: Vec<AccountCommit>) -> Vec<Vec<AccountCommit>> {
 }
 
 /// Accrues one page of accounts to completion.
-async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTask, ids: Vec<String>) -> Result<Stats, HandlerError> {
+async fn process_page<B: AccountBook>(
+    book: &B,
+    cfg: &Config,
+    task: &PartitionTask,
+    ids: Vec<String>,
+) -> Result<Stats, HandlerError> {
     let mut stats = Stats::default();
     let mut days = Vec::new();
     let mut to_load = ids;
@@ -155,7 +182,10 @@ async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTa
         }
         let accounts = book.load(&to_load).await?;
         let mut commits = Vec::new();
-        for a in accounts.iter().filter(|a| a.status == tally_domain::account::Status::Active) {
+        for a in accounts
+            .iter()
+            .filter(|a| a.status == tally_domain::account::Status::Active)
+        {
             if first_round {
                 stats.seen += 1;
             }
@@ -176,14 +206,18 @@ async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTa
                     Ok(outcomes) => {
                         for (c, o) in group.into_iter().zip(outcomes) {
                             match o {
-                                CommitOutcome::Committed if c.accrued_through >= task.business_date => {
+                                CommitOutcome::Committed
+                                    if c.accrued_through >= task.business_date =>
+                                {
                                     let mut done = c.before;
                                     done.last_run = Some(c.mark);
                                     stats.count_done(&done, &task.run_id);
                                 }
                                 // Re-read: the new state tells whether more days remain,
                                 // and counts this run's postings exactly once.
-                                CommitOutcome::Committed | CommitOutcome::AccountChanged => to_load.push(c.before.account_id),
+                                CommitOutcome::Committed | CommitOutcome::AccountChanged => {
+                                    to_load.push(c.before.account_id)
+                                }
                                 CommitOutcome::NotApplied => retry.push(c),
                             }
                         }
@@ -198,8 +232,12 @@ async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTa
             if !retry.is_empty() {
                 attempt += 1;
                 if attempt >= cfg.backoff.attempts_max {
-                    let why = transient.map_or("transaction kept being cancelled".into(), |e| e.to_string());
-                    return Err(StoreError::Transient(format!("giving up after {attempt} attempts: {why}")).into());
+                    let why = transient
+                        .map_or("transaction kept being cancelled".into(), |e| e.to_string());
+                    return Err(StoreError::Transient(format!(
+                        "giving up after {attempt} attempts: {why}"
+                    ))
+                    .into());
                 }
                 cfg.backoff.sleep(attempt).await;
             }
@@ -210,15 +248,29 @@ async fn process_page<B: AccountBook>(book: &B, cfg: &Config, task: &PartitionTa
 }
 
 /// Accrues every ACTIVE account of the task's hash bucket.
-pub async fn run<B: AccountBook, F: FaultSwitch>(book: &B, faults: &F, cfg: &Config, task: PartitionTask) -> Result<PartitionResult, HandlerError> {
-    check_partition_count(task.partition_count).map_err(|e| HandlerError::invalid_input(e.to_string()))?;
+pub async fn run<B: AccountBook, F: FaultSwitch>(
+    book: &B,
+    faults: &F,
+    cfg: &Config,
+    task: PartitionTask,
+) -> Result<PartitionResult, HandlerError> {
+    check_partition_count(task.partition_count)
+        .map_err(|e| HandlerError::invalid_input(e.to_string()))?;
     if task.partition >= task.partition_count {
-        return Err(HandlerError::invalid_input(format!("partition {} of {}", task.partition, task.partition_count)));
+        return Err(HandlerError::invalid_input(format!(
+            "partition {} of {}",
+            task.partition, task.partition_count
+        )));
     }
     if task.run_id.is_empty() || task.run_id.len() > 128 {
-        return Err(HandlerError::invalid_input("run_id must be 1–128 characters"));
+        return Err(HandlerError::invalid_input(
+            "run_id must be 1–128 characters",
+        ));
     }
-    let fault = task.fault.clone().filter(|f| cfg.fault_injection && f.partition.is_none_or(|p| p == task.partition));
+    let fault = task
+        .fault
+        .clone()
+        .filter(|f| cfg.fault_injection && f.partition.is_none_or(|p| p == task.partition));
     if task.fault.is_some() && !cfg.fault_injection {
         tracing::warn!("fault switch in the task ignored: TALLY_FAULT_INJECTION is not enabled");
     }
@@ -228,7 +280,11 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(book: &B, faults: &F, cfg: &Con
     // One stream of id pages over the bucket's shards, read in order.
     let page_size = cfg.page_size;
     let pages = futures::stream::try_unfold(
-        (shards_of(task.partition, task.partition_count), None::<u32>, None::<String>),
+        (
+            shards_of(task.partition, task.partition_count),
+            None::<u32>,
+            None::<String>,
+        ),
         move |(mut shards, mut shard, mut after)| async move {
             loop {
                 let s = match shard {
@@ -259,9 +315,16 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(book: &B, faults: &F, cfg: &Con
     while let Some(page) = pages.try_next().await? {
         stats.merge(page);
         if let Some(f) = &fault {
-            if stats.seen >= f.fail_after_accounts && faults.trip(&task.run_id, task.partition, f.failures).await? {
+            if stats.seen >= f.fail_after_accounts
+                && faults
+                    .trip(&task.run_id, task.partition, f.failures)
+                    .await?
+            {
                 return Err(StoreError::Transient(format!(
-                    "injected fault: partition {} stopped after {} accounts", task.partition, stats.seen)).into());
+                    "injected fault: partition {} stopped after {} accounts",
+                    task.partition, stats.seen
+                ))
+                .into());
             }
         }
     }

@@ -7,21 +7,39 @@ use tally_domain::cob::{PartitionResult, PartitionTask};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let cfg = Config::from_env()?;
     let client = aws_sdk_dynamodb::Client::new(&config::aws().await);
-    let book = DynamoBook::new(client.clone(), config::required("ACCOUNTS_TABLE")?, config::required("LEDGER_TABLE")?);
-    let faults = DynamoFaultSwitch { client, runs_table: config::required("RUNS_TABLE")? };
+    let book = DynamoBook::new(
+        client.clone(),
+        config::required("ACCOUNTS_TABLE")?,
+        config::required("LEDGER_TABLE")?,
+    );
+    let faults = DynamoFaultSwitch {
+        client,
+        runs_table: config::required("RUNS_TABLE")?,
+    };
     let (book, faults, cfg) = (&book, &faults, &cfg);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let task: PartitionTask = serde_json::from_value(event.payload)
-            .map_err(|e| HandlerError::invalid_input(format!("partition task: {e}")))?;
-        let result = run(book, faults, cfg, task).await;
-        match &result {
-            Ok(r) => tracing::info!(partition = r.partition, accounts = r.accounts_seen, postings = r.postings_written, duration_ms = r.duration_ms, "partition done"),
-            Err(e) => tracing::error!(error = e.name, message = %e.message, "partition failed"),
-        }
-        Ok::<PartitionResult, HandlerError>(result?)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let task: PartitionTask = serde_json::from_value(event.payload)
+                .map_err(|e| HandlerError::invalid_input(format!("partition task: {e}")))?;
+            let result = run(book, faults, cfg, task).await;
+            match &result {
+                Ok(r) => tracing::info!(
+                    partition = r.partition,
+                    accounts = r.accounts_seen,
+                    postings = r.postings_written,
+                    duration_ms = r.duration_ms,
+                    "partition done"
+                ),
+                Err(e) => tracing::error!(error = e.name, message = %e.message, "partition failed"),
+            }
+            Ok::<PartitionResult, HandlerError>(result?)
+        },
+    ))
     .await
 }

@@ -13,10 +13,21 @@ fn account(i: usize) -> Account {
     let ccy = ["USD", "JPY", "BHD"][i % 3];
     Account {
         account_id: format!("ACC-{i:05}"),
-        product: if i % 2 == 0 { Product::Savings } else { Product::Loan },
-        status: if i % 17 == 0 { Status::Dormant } else { Status::Active },
+        product: if i % 2 == 0 {
+            Product::Savings
+        } else {
+            Product::Loan
+        },
+        status: if i % 17 == 0 {
+            Status::Dormant
+        } else {
+            Status::Active
+        },
         currency: Currency::parse(ccy).unwrap(),
-        balance: match ccy { "JPY" => Decimal::from(1_000_000 + i as i64), _ => Decimal::new(250_000 + i as i64 * 7, 2) },
+        balance: match ccy {
+            "JPY" => Decimal::from(1_000_000 + i as i64),
+            _ => Decimal::new(250_000 + i as i64 * 7, 2),
+        },
         annual_rate: Decimal::new(425, 4),
         day_count: DayCount::ALL[i % 4],
         opened_on: date("2024-01-01"),
@@ -31,21 +42,41 @@ fn book(n: usize) -> MemoryBook {
 }
 
 fn cfg() -> Config {
-    Config { page_size: 7, write_concurrency: 3, fault_injection: true, backoff: Backoff { base_ms: 1, cap_ms: 2, attempts_max: 8 } }
+    Config {
+        page_size: 7,
+        write_concurrency: 3,
+        fault_injection: true,
+        backoff: Backoff {
+            base_ms: 1,
+            cap_ms: 2,
+            attempts_max: 8,
+        },
+    }
 }
 
 fn task(run: &str, p: u32, n: u32) -> PartitionTask {
-    PartitionTask { run_id: run.into(), business_date: date("2026-11-20"), partition: p, partition_count: n, fault: None }
+    PartitionTask {
+        run_id: run.into(),
+        business_date: date("2026-11-20"),
+        partition: p,
+        partition_count: n,
+        fault: None,
+    }
 }
 
 /// The ledger without run ids: what must be identical between runs.
 fn ledger(b: &MemoryBook) -> Vec<(String, NaiveDate, String)> {
-    b.ledger().into_iter().map(|e| (e.account_id, e.accrual_date, e.amount.to_string())).collect()
+    b.ledger()
+        .into_iter()
+        .map(|e| (e.account_id, e.accrual_date, e.amount.to_string()))
+        .collect()
 }
 
 async fn clean(n: usize) -> (MemoryBook, PartitionResult) {
     let b = book(n);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1)).await.unwrap();
+    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
+        .await
+        .unwrap();
     (b, r)
 }
 
@@ -53,29 +84,65 @@ async fn clean(n: usize) -> (MemoryBook, PartitionResult) {
 async fn every_active_account_accrues_each_missing_day_once() {
     let (b, r) = clean(60).await;
     let active = (0..60).filter(|i| i % 17 != 0).count() as u64;
-    assert_eq!((r.accounts_seen, r.accounts_accrued, r.already_accrued), (active, active, 0));
+    assert_eq!(
+        (r.accounts_seen, r.accounts_accrued, r.already_accrued),
+        (active, active, 0)
+    );
     // Three days (18th, 19th, 20th) per active account, minus the zero postings.
     assert_eq!(r.postings_written + r.zero_postings_skipped, active * 3);
     assert_eq!(b.ledger().len() as u64, r.postings_written);
     for i in (0..60).filter(|i| i % 17 != 0) {
-        assert_eq!(b.account(&format!("ACC-{i:05}")).unwrap().accrued_through, Some(date("2026-11-20")));
+        assert_eq!(
+            b.account(&format!("ACC-{i:05}")).unwrap().accrued_through,
+            Some(date("2026-11-20"))
+        );
     }
-    assert_eq!(b.account("ACC-00000").unwrap().accrued_through, Some(date("2026-11-17")), "dormant untouched");
+    assert_eq!(
+        b.account("ACC-00000").unwrap().accrued_through,
+        Some(date("2026-11-17")),
+        "dormant untouched"
+    );
     // The totals are the ledger's, per currency.
-    let usd: Decimal = b.ledger().iter().filter(|e| e.currency.code() == "USD").map(|e| e.amount).sum();
-    assert_eq!(r.totals.iter().find(|t| t.currency.code() == "USD").unwrap().amount, usd);
+    let usd: Decimal = b
+        .ledger()
+        .iter()
+        .filter(|e| e.currency.code() == "USD")
+        .map(|e| e.amount)
+        .sum();
+    assert_eq!(
+        r.totals
+            .iter()
+            .find(|t| t.currency.code() == "USD")
+            .unwrap()
+            .amount,
+        usd
+    );
 }
 
 #[tokio::test]
 async fn running_the_same_date_again_adds_nothing() {
     let (b, first) = clean(40).await;
     let before = ledger(&b);
-    let again = run(&b, &MemoryFaults::default(), &cfg(), task("second", 0, 1)).await.unwrap();
+    let again = run(&b, &MemoryFaults::default(), &cfg(), task("second", 0, 1))
+        .await
+        .unwrap();
     assert_eq!(ledger(&b), before);
-    assert_eq!((again.postings_written, again.accounts_accrued, again.already_accrued), (0, 0, first.accounts_seen));
+    assert_eq!(
+        (
+            again.postings_written,
+            again.accounts_accrued,
+            again.already_accrued
+        ),
+        (0, 0, first.accounts_seen)
+    );
     // A retry of the same run reports the same totals as its first attempt.
-    let retry = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1)).await.unwrap();
-    assert_eq!((retry.totals, retry.postings_written), (first.totals, first.postings_written));
+    let retry = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.totals, retry.postings_written),
+        (first.totals, first.postings_written)
+    );
 }
 
 #[tokio::test]
@@ -83,7 +150,9 @@ async fn transient_write_failures_are_retried_to_the_same_ledger() {
     let (reference, r0) = clean(40).await;
     let b = book(40);
     b.fail_next_commits(5);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1)).await.unwrap();
+    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
+        .await
+        .unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
     assert_eq!(r.totals, r0.totals);
 }
@@ -93,9 +162,14 @@ async fn a_lost_response_after_a_commit_posts_nothing_twice() {
     let (reference, r0) = clean(40).await;
     let b = book(40);
     b.lose_next_response();
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1)).await.unwrap();
+    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
+        .await
+        .unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
-    assert_eq!((r.totals, r.postings_written), (r0.totals, r0.postings_written));
+    assert_eq!(
+        (r.totals, r.postings_written),
+        (r0.totals, r0.postings_written)
+    );
 }
 
 #[tokio::test]
@@ -104,21 +178,38 @@ async fn a_partition_failing_part_way_then_retried_ends_as_the_clean_run() {
     let b = book(80);
     let faults = MemoryFaults::default();
     let mut t = task("clean", 0, 1);
-    t.fault = Some(Fault { fail_after_accounts: 20, failures: 1, partition: None });
+    t.fault = Some(Fault {
+        fail_after_accounts: 20,
+        failures: 1,
+        partition: None,
+    });
     let e = run(&b, &faults, &cfg(), t.clone()).await.unwrap_err();
     assert_eq!(e.name, "TransientStoreError");
-    assert!(!b.ledger().is_empty() && b.ledger().len() < reference.ledger().len(), "failed part-way");
+    assert!(
+        !b.ledger().is_empty() && b.ledger().len() < reference.ledger().len(),
+        "failed part-way"
+    );
     let r = run(&b, &faults, &cfg(), t).await.unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
-    assert_eq!((r.totals, r.postings_written, r.accounts_accrued), (r0.totals, r0.postings_written, r0.accounts_accrued));
+    assert_eq!(
+        (r.totals, r.postings_written, r.accounts_accrued),
+        (r0.totals, r0.postings_written, r0.accounts_accrued)
+    );
 }
 
 #[tokio::test]
 async fn the_fault_switch_is_ignored_unless_enabled() {
     let b = book(30);
     let mut t = task("r", 0, 1);
-    t.fault = Some(Fault { fail_after_accounts: 1, failures: 5, partition: None });
-    let c = Config { fault_injection: false, ..cfg() };
+    t.fault = Some(Fault {
+        fail_after_accounts: 1,
+        failures: 5,
+        partition: None,
+    });
+    let c = Config {
+        fault_injection: false,
+        ..cfg()
+    };
     assert!(run(&b, &MemoryFaults::default(), &c, t).await.is_ok());
 }
 
@@ -129,7 +220,9 @@ async fn partitions_split_the_book_and_together_equal_the_single_path() {
     let mut seen = 0;
     let mut totals = Totals::default();
     for p in 0..4 {
-        let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", p, 4)).await.unwrap();
+        let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", p, 4))
+            .await
+            .unwrap();
         seen += r.accounts_seen;
         for t in r.totals {
             totals.add(t.currency, t.amount, t.postings);
@@ -145,23 +238,35 @@ async fn a_catch_up_longer_than_one_transaction_is_posted_in_order() {
     let mut a = account(1);
     a.accrued_through = Some(date("2026-03-01")); // 264 days behind, one posting a day
     let b = MemoryBook::with_accounts([a]);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("r", 0, 1)).await.unwrap();
+    let r = run(&b, &MemoryFaults::default(), &cfg(), task("r", 0, 1))
+        .await
+        .unwrap();
     assert_eq!(r.postings_written + r.zero_postings_skipped, 264);
     assert_eq!(b.ledger().len() as u64, r.postings_written);
     assert!(b.commit_calls() >= 3, "needs more than one transaction");
-    assert_eq!(b.account("ACC-00001").unwrap().accrued_through, Some(date("2026-11-20")));
+    assert_eq!(
+        b.account("ACC-00001").unwrap().accrued_through,
+        Some(date("2026-11-20"))
+    );
 }
 
 #[tokio::test]
 async fn bad_tasks_are_invalid_input() {
     let b = book(1);
     for t in [task("r", 4, 4), task("r", 0, 7), task("", 0, 1)] {
-        assert_eq!(run(&b, &MemoryFaults::default(), &cfg(), t).await.unwrap_err().name, "InvalidInput");
+        assert_eq!(
+            run(&b, &MemoryFaults::default(), &cfg(), t)
+                .await
+                .unwrap_err()
+                .name,
+            "InvalidInput"
+        );
     }
 }
 
 #[test]
 fn the_sample_event_is_a_valid_task() {
-    let t: PartitionTask = serde_json::from_str(include_str!("../../../events/cob-partition/partition.json")).unwrap();
+    let t: PartitionTask =
+        serde_json::from_str(include_str!("../../../events/cob-partition/partition.json")).unwrap();
     assert!(t.partition < t.partition_count);
 }

@@ -21,7 +21,10 @@ where
     T: FromStr + PartialOrd + Copy + std::fmt::Display,
 {
     let v = match std::env::var(name) {
-        Ok(s) if !s.trim().is_empty() => s.trim().parse::<T>().map_err(|_| ConfigError(format!("{name}=`{s}` is not a number")))?,
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse::<T>()
+            .map_err(|_| ConfigError(format!("{name}=`{s}` is not a number")))?,
         _ => default,
     };
     if v < min || v > max {
@@ -35,7 +38,9 @@ pub fn switch(name: &str) -> Result<bool, ConfigError> {
     match std::env::var(name).as_deref() {
         Err(_) | Ok("") | Ok("disabled") => Ok(false),
         Ok("enabled") => Ok(true),
-        Ok(other) => Err(ConfigError(format!("{name}=`{other}`: expected enabled or disabled"))),
+        Ok(other) => Err(ConfigError(format!(
+            "{name}=`{other}`: expected enabled or disabled"
+        ))),
     }
 }
 

@@ -19,7 +19,8 @@ use crate::error::{classify, StoreError};
 use crate::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch, IdPage};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, Select, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, Select, TransactWriteItem, Update,
+    WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
@@ -73,20 +74,31 @@ pub fn account_item(a: &Account) -> Item {
         item.insert("accrued_through".into(), s(d.to_string()));
     }
     if a.status == Status::Active {
-        item.insert("cob_shard".into(), AttributeValue::N(cob_shard(&a.account_id).to_string()));
+        item.insert(
+            "cob_shard".into(),
+            AttributeValue::N(cob_shard(&a.account_id).to_string()),
+        );
     }
     if let Some(m) = &a.last_run {
         item.insert("last_run_id".into(), s(&m.run_id));
-        item.insert("last_run_postings".into(), AttributeValue::N(m.postings.to_string()));
+        item.insert(
+            "last_run_postings".into(),
+            AttributeValue::N(m.postings.to_string()),
+        );
         item.insert("last_run_amount".into(), s(m.amount.to_string()));
-        item.insert("last_run_zero_days".into(), AttributeValue::N(m.zero_days.to_string()));
+        item.insert(
+            "last_run_zero_days".into(),
+            AttributeValue::N(m.zero_days.to_string()),
+        );
     }
     item
 }
 
 fn get_n(item: &Item, name: &str) -> Result<u64, String> {
     match item.get(name) {
-        Some(AttributeValue::N(v)) => v.parse().map_err(|_| format!("`{name}` is not a whole number")),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| format!("`{name}` is not a whole number")),
         Some(_) => Err(format!("`{name}` is not a number")),
         None => Ok(0),
     }
@@ -96,18 +108,28 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     let id = get_s(item, "account_id").unwrap_or("?").to_owned();
     let bad = |e: String| StoreError::Permanent(format!("stored account {id}: {e}"));
     let dec = |name: &str| -> Result<Decimal, StoreError> {
-        get_s(item, name).map_err(bad)?.parse::<Decimal>().map_err(|e| bad(format!("`{name}`: {e}")))
+        get_s(item, name)
+            .map_err(bad)?
+            .parse::<Decimal>()
+            .map_err(|e| bad(format!("`{name}`: {e}")))
     };
     let date = |v: &str, name: &str| -> Result<NaiveDate, StoreError> {
-        v.parse::<NaiveDate>().map_err(|e| bad(format!("`{name}`: {e}")))
+        v.parse::<NaiveDate>()
+            .map_err(|e| bad(format!("`{name}`: {e}")))
     };
     Ok(Account {
-        product: Product::parse(get_s(item, "product").map_err(bad)?).ok_or_else(|| bad("bad `product`".into()))?,
-        status: Status::parse(get_s(item, "status").map_err(bad)?).ok_or_else(|| bad("bad `status`".into()))?,
-        currency: Currency::parse(get_s(item, "currency").map_err(bad)?).map_err(|e| bad(e.to_string()))?,
+        product: Product::parse(get_s(item, "product").map_err(bad)?)
+            .ok_or_else(|| bad("bad `product`".into()))?,
+        status: Status::parse(get_s(item, "status").map_err(bad)?)
+            .ok_or_else(|| bad("bad `status`".into()))?,
+        currency: Currency::parse(get_s(item, "currency").map_err(bad)?)
+            .map_err(|e| bad(e.to_string()))?,
         balance: dec("balance")?,
         annual_rate: dec("annual_rate")?,
-        day_count: get_s(item, "day_count").map_err(bad)?.parse().map_err(|e: tally_domain::daycount::UnknownDayCount| bad(e.to_string()))?,
+        day_count: get_s(item, "day_count")
+            .map_err(bad)?
+            .parse()
+            .map_err(|e: tally_domain::daycount::UnknownDayCount| bad(e.to_string()))?,
         opened_on: date(get_s(item, "opened_on").map_err(bad)?, "opened_on")?,
         accrued_through: match item.get("accrued_through") {
             Some(AttributeValue::S(v)) => Some(date(v, "accrued_through")?),
@@ -141,12 +163,19 @@ pub fn ledger_item(e: &LedgerEntry) -> Item {
 
 pub fn ledger_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
     let bad = |e: String| StoreError::Permanent(format!("stored ledger entry: {e}"));
-    let currency = Currency::parse(get_s(item, "currency").map_err(bad)?).map_err(|e| bad(e.to_string()))?;
+    let currency =
+        Currency::parse(get_s(item, "currency").map_err(bad)?).map_err(|e| bad(e.to_string()))?;
     Ok(LedgerEntry {
         account_id: get_s(item, "account_id").map_err(bad)?.into(),
-        accrual_date: get_s(item, "accrual_date").map_err(bad)?.parse().map_err(|e| bad(format!("{e}")))?,
+        accrual_date: get_s(item, "accrual_date")
+            .map_err(bad)?
+            .parse()
+            .map_err(|e| bad(format!("{e}")))?,
         currency,
-        amount: get_s(item, "amount").map_err(bad)?.parse().map_err(|e| bad(format!("{e}")))?,
+        amount: get_s(item, "amount")
+            .map_err(bad)?
+            .parse()
+            .map_err(|e| bad(format!("{e}")))?,
         debit: get_s(item, "debit").map_err(bad)?.into(),
         credit: get_s(item, "credit").map_err(bad)?.into(),
         run_id: get_s(item, "run_id").map_err(bad)?.into(),
@@ -163,8 +192,17 @@ pub struct DynamoBook {
 }
 
 impl DynamoBook {
-    pub fn new(client: Client, accounts_table: impl Into<String>, ledger_table: impl Into<String>) -> Self {
-        DynamoBook { client, accounts_table: accounts_table.into(), ledger_table: ledger_table.into(), backoff: Backoff::DEFAULT }
+    pub fn new(
+        client: Client,
+        accounts_table: impl Into<String>,
+        ledger_table: impl Into<String>,
+    ) -> Self {
+        DynamoBook {
+            client,
+            accounts_table: accounts_table.into(),
+            ledger_table: ledger_table.into(),
+            backoff: Backoff::DEFAULT,
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -196,7 +234,10 @@ impl DynamoBook {
             }
             None => condition.push_str("attribute_not_exists(accrued_through)"),
         }
-        let update = update.condition_expression(condition).build().map_err(|e| StoreError::Permanent(e.to_string()))?;
+        let update = update
+            .condition_expression(condition)
+            .build()
+            .map_err(|e| StoreError::Permanent(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -240,24 +281,41 @@ impl DynamoBook {
         let requests: Vec<WriteRequest> = accounts
             .iter()
             .map(|a| {
-                let put = PutRequest::builder().set_item(Some(account_item(a))).build().map_err(|e| StoreError::Permanent(e.to_string()))?;
+                let put = PutRequest::builder()
+                    .set_item(Some(account_item(a)))
+                    .build()
+                    .map_err(|e| StoreError::Permanent(e.to_string()))?;
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<_, StoreError>>()?;
         for chunk in requests.chunks(BATCH_WRITE_MAX) {
-            self.batch_write(&self.accounts_table, chunk.to_vec()).await?;
+            self.batch_write(&self.accounts_table, chunk.to_vec())
+                .await?;
         }
         Ok(())
     }
 
     /// One `BatchWriteItem` of at most 25 writes, retrying unprocessed items
     /// (bounded, with full-jitter backoff).
-    pub async fn batch_write(&self, table: &str, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
+    pub async fn batch_write(
+        &self,
+        table: &str,
+        mut pending: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
         for attempt in 1..=self.backoff.attempts_max {
-            let out = self.client.batch_write_item().request_items(table, pending.clone()).send().await;
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(table, pending.clone())
+                .send()
+                .await;
             match out {
                 Ok(out) => {
-                    pending = out.unprocessed_items().and_then(|m| m.get(table)).cloned().unwrap_or_default();
+                    pending = out
+                        .unprocessed_items()
+                        .and_then(|m| m.get(table))
+                        .cloned()
+                        .unwrap_or_default();
                     if pending.is_empty() {
                         return Ok(());
                     }
@@ -271,24 +329,51 @@ impl DynamoBook {
             }
             self.backoff.sleep(attempt).await;
         }
-        Err(StoreError::Transient(format!("BatchWriteItem: {} items still unprocessed after {} attempts", pending.len(), self.backoff.attempts_max)))
+        Err(StoreError::Transient(format!(
+            "BatchWriteItem: {} items still unprocessed after {} attempts",
+            pending.len(),
+            self.backoff.attempts_max
+        )))
     }
 
     /// One page of the ledger (a `Scan`), optionally only one accrual date.
-    pub async fn ledger_page(&self, date: Option<NaiveDate>, start: Option<Item>, limit: i32) -> Result<(Vec<LedgerEntry>, Option<Item>), StoreError> {
-        let mut req = self.client.scan().table_name(&self.ledger_table).limit(limit).set_exclusive_start_key(start);
+    pub async fn ledger_page(
+        &self,
+        date: Option<NaiveDate>,
+        start: Option<Item>,
+        limit: i32,
+    ) -> Result<(Vec<LedgerEntry>, Option<Item>), StoreError> {
+        let mut req = self
+            .client
+            .scan()
+            .table_name(&self.ledger_table)
+            .limit(limit)
+            .set_exclusive_start_key(start);
         if let Some(d) = date {
-            req = req.filter_expression("accrual_date = :d").expression_attribute_values(":d", s(d.to_string()));
+            req = req
+                .filter_expression("accrual_date = :d")
+                .expression_attribute_values(":d", s(d.to_string()));
         }
         let out = req.send().await.map_err(|e| classify("Scan(ledger)", e))?;
-        let entries = out.items().iter().map(ledger_from_item).collect::<Result<Vec<_>, _>>()?;
+        let entries = out
+            .items()
+            .iter()
+            .map(ledger_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
         Ok((entries, next))
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let out = self.client.get_item().table_name(&self.accounts_table).key("account_id", s(id)).consistent_read(true)
-            .send().await.map_err(|e| classify("GetItem(account)", e))?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.accounts_table)
+            .key("account_id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem(account)", e))?;
         out.item().map(account_from_item).transpose()
     }
 }
@@ -304,7 +389,12 @@ impl AccountBook for DynamoBook {
             .await
     }
 
-    async fn active_ids(&self, shard: u32, after: Option<String>, limit: u32) -> Result<IdPage, StoreError> {
+    async fn active_ids(
+        &self,
+        shard: u32,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<IdPage, StoreError> {
         let start = after.map(|id| {
             Item::from([
                 ("cob_shard".into(), AttributeValue::N(shard.to_string())),
@@ -326,26 +416,49 @@ impl AccountBook for DynamoBook {
         let ids = out
             .items()
             .iter()
-            .map(|i| get_s(i, "account_id").map(str::to_owned).map_err(StoreError::Permanent))
+            .map(|i| {
+                get_s(i, "account_id")
+                    .map(str::to_owned)
+                    .map_err(StoreError::Permanent)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let next = match out.last_evaluated_key() {
-            Some(k) if !k.is_empty() => Some(get_s(k, "account_id").map_err(StoreError::Permanent)?.to_owned()),
+            Some(k) if !k.is_empty() => Some(
+                get_s(k, "account_id")
+                    .map_err(StoreError::Permanent)?
+                    .to_owned(),
+            ),
             _ => None,
         };
         Ok(IdPage { ids, next })
     }
 
     async fn load(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
-        assert!(ids.len() <= BATCH_GET_MAX, "load takes at most {BATCH_GET_MAX} ids");
+        assert!(
+            ids.len() <= BATCH_GET_MAX,
+            "load takes at most {BATCH_GET_MAX} ids"
+        );
         let mut accounts = Vec::with_capacity(ids.len());
-        let mut keys: Vec<Item> = ids.iter().map(|id| Item::from([("account_id".into(), s(id))])).collect();
+        let mut keys: Vec<Item> = ids
+            .iter()
+            .map(|id| Item::from([("account_id".into(), s(id))]))
+            .collect();
         for attempt in 1..=self.backoff.attempts_max {
             if keys.is_empty() {
                 return Ok(accounts);
             }
-            let ka = KeysAndAttributes::builder().set_keys(Some(keys.clone())).consistent_read(true).build()
+            let ka = KeysAndAttributes::builder()
+                .set_keys(Some(keys.clone()))
+                .consistent_read(true)
+                .build()
                 .map_err(|e| StoreError::Permanent(e.to_string()))?;
-            match self.client.batch_get_item().request_items(&self.accounts_table, ka).send().await {
+            match self
+                .client
+                .batch_get_item()
+                .request_items(&self.accounts_table, ka)
+                .send()
+                .await
+            {
                 Ok(out) => {
                     if let Some(items) = out.responses().and_then(|r| r.get(&self.accounts_table)) {
                         for item in items {
@@ -370,12 +483,19 @@ impl AccountBook for DynamoBook {
             }
             self.backoff.sleep(attempt).await;
         }
-        Err(StoreError::Transient(format!("BatchGetItem: {} keys unprocessed after {} attempts", keys.len(), self.backoff.attempts_max)))
+        Err(StoreError::Transient(format!(
+            "BatchGetItem: {} keys unprocessed after {} attempts",
+            keys.len(),
+            self.backoff.attempts_max
+        )))
     }
 
     async fn commit(&self, commits: &[AccountCommit]) -> Result<Vec<CommitOutcome>, StoreError> {
         let total: usize = commits.iter().map(AccountCommit::items).sum();
-        assert!(total <= TRANSACT_ITEMS_MAX, "a transaction holds at most {TRANSACT_ITEMS_MAX} items, got {total}");
+        assert!(
+            total <= TRANSACT_ITEMS_MAX,
+            "a transaction holds at most {TRANSACT_ITEMS_MAX} items, got {total}"
+        );
         if commits.is_empty() {
             return Ok(vec![]);
         }
@@ -386,7 +506,13 @@ impl AccountBook for DynamoBook {
                 items.push(self.ledger_put(e)?);
             }
         }
-        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => return Ok(vec![CommitOutcome::Committed; commits.len()]),
             Err(e) => e,
         };
@@ -408,14 +534,17 @@ impl AccountBook for DynamoBook {
                 let e = &c.entries[own.iter().skip(1).position(failed).unwrap_or(0)];
                 return Err(StoreError::Inconsistent(format!(
                     "account {} is accrued through {:?} but a ledger entry for {} already exists",
-                    c.before.account_id, c.before.accrued_through, e.accrual_date)));
+                    c.before.account_id, c.before.accrued_through, e.accrual_date
+                )));
             } else {
                 outcomes.push(CommitOutcome::NotApplied);
             }
         }
         if outcomes.iter().all(|o| *o == CommitOutcome::NotApplied) {
             // Cancelled for conflicts or throttling, not for our conditions.
-            return Err(StoreError::Transient(format!("TransactWriteItems cancelled: {reasons:?}")));
+            return Err(StoreError::Transient(format!(
+                "TransactWriteItems cancelled: {reasons:?}"
+            )));
         }
         Ok(outcomes)
     }
@@ -444,7 +573,12 @@ impl FaultSwitch for DynamoFaultSwitch {
             .await;
         match out {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(classify("UpdateItem(fault)", e)),
         }
     }

@@ -13,16 +13,25 @@ pub struct HandlerError {
 
 impl HandlerError {
     pub fn invalid_input(message: impl Into<String>) -> Self {
-        HandlerError { name: errors::INVALID_INPUT, message: message.into() }
+        HandlerError {
+            name: errors::INVALID_INPUT,
+            message: message.into(),
+        }
     }
     pub fn config(message: impl Into<String>) -> Self {
-        HandlerError { name: errors::CONFIG_ERROR, message: message.into() }
+        HandlerError {
+            name: errors::CONFIG_ERROR,
+            message: message.into(),
+        }
     }
 }
 
 impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
-        HandlerError { name: e.name(), message: e.to_string() }
+        HandlerError {
+            name: e.name(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -35,6 +44,9 @@ impl From<crate::config::ConfigError> for HandlerError {
 #[cfg(feature = "lambda")]
 impl From<HandlerError> for lambda_runtime::Diagnostic {
     fn from(e: HandlerError) -> Self {
-        lambda_runtime::Diagnostic { error_type: e.name.to_owned(), error_message: e.message }
+        lambda_runtime::Diagnostic {
+            error_type: e.name.to_owned(),
+            error_message: e.message,
+        }
     }
 }

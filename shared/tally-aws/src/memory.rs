@@ -29,12 +29,21 @@ struct State {
 impl MemoryBook {
     pub fn with_accounts(accounts: impl IntoIterator<Item = Account>) -> Self {
         let book = MemoryBook::default();
-        book.state.lock().unwrap().accounts = accounts.into_iter().map(|a| (a.account_id.clone(), a)).collect();
+        book.state.lock().unwrap().accounts = accounts
+            .into_iter()
+            .map(|a| (a.account_id.clone(), a))
+            .collect();
         book
     }
 
     pub fn ledger(&self) -> Vec<LedgerEntry> {
-        self.state.lock().unwrap().ledger.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .ledger
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn account(&self, id: &str) -> Option<Account> {
@@ -56,10 +65,22 @@ impl MemoryBook {
 
 impl AccountBook for MemoryBook {
     async fn count_active(&self) -> Result<u64, StoreError> {
-        Ok(self.state.lock().unwrap().accounts.values().filter(|a| a.status == Status::Active).count() as u64)
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .accounts
+            .values()
+            .filter(|a| a.status == Status::Active)
+            .count() as u64)
     }
 
-    async fn active_ids(&self, shard: u32, after: Option<String>, limit: u32) -> Result<IdPage, StoreError> {
+    async fn active_ids(
+        &self,
+        shard: u32,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<IdPage, StoreError> {
         let st = self.state.lock().unwrap();
         let mut ids: Vec<String> = st
             .accounts
@@ -80,7 +101,10 @@ impl AccountBook for MemoryBook {
 
     async fn load(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
         let st = self.state.lock().unwrap();
-        Ok(ids.iter().filter_map(|id| st.accounts.get(id).cloned()).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| st.accounts.get(id).cloned())
+            .collect())
     }
 
     async fn commit(&self, commits: &[AccountCommit]) -> Result<Vec<CommitOutcome>, StoreError> {
@@ -101,12 +125,24 @@ impl AccountBook for MemoryBook {
         };
         let outcomes: Vec<CommitOutcome> = commits
             .iter()
-            .map(|c| if current(&st, c) { CommitOutcome::NotApplied } else { CommitOutcome::AccountChanged })
+            .map(|c| {
+                if current(&st, c) {
+                    CommitOutcome::NotApplied
+                } else {
+                    CommitOutcome::AccountChanged
+                }
+            })
             .collect();
         for (c, o) in commits.iter().zip(&outcomes) {
             if *o == CommitOutcome::NotApplied {
-                if let Some(e) = c.entries.iter().find(|e| st.ledger.contains_key(&(e.account_id.clone(), e.accrual_date))) {
-                    return Err(StoreError::Inconsistent(format!("entry {} {} exists", e.account_id, e.accrual_date)));
+                if let Some(e) = c.entries.iter().find(|e| {
+                    st.ledger
+                        .contains_key(&(e.account_id.clone(), e.accrual_date))
+                }) {
+                    return Err(StoreError::Inconsistent(format!(
+                        "entry {} {} exists",
+                        e.account_id, e.accrual_date
+                    )));
                 }
             }
         }
@@ -115,15 +151,21 @@ impl AccountBook for MemoryBook {
         }
         for c in commits {
             for e in &c.entries {
-                st.ledger.insert((e.account_id.clone(), e.accrual_date), e.clone());
+                st.ledger
+                    .insert((e.account_id.clone(), e.accrual_date), e.clone());
             }
-            let a = st.accounts.get_mut(&c.before.account_id).expect("checked above");
+            let a = st
+                .accounts
+                .get_mut(&c.before.account_id)
+                .expect("checked above");
             a.accrued_through = Some(c.accrued_through);
             a.residual = c.residual;
             a.last_run = Some(c.mark.clone());
         }
         if std::mem::take(&mut st.lose_next_response) {
-            return Err(StoreError::Transient("injected: response lost after commit".into()));
+            return Err(StoreError::Transient(
+                "injected: response lost after commit".into(),
+            ));
         }
         Ok(vec![CommitOutcome::Committed; commits.len()])
     }
@@ -167,14 +209,24 @@ impl MemoryPublisher {
 }
 
 impl Publisher for MemoryPublisher {
-    async fn put_event(&self, detail_type: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+    async fn put_event(
+        &self,
+        detail_type: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         self.maybe_fail()?;
-        self.events.lock().unwrap().push((detail_type.to_owned(), detail.clone()));
+        self.events
+            .lock()
+            .unwrap()
+            .push((detail_type.to_owned(), detail.clone()));
         Ok(())
     }
     async fn alarm(&self, subject: &str, message: &str) -> Result<(), StoreError> {
         self.maybe_fail()?;
-        self.alarms.lock().unwrap().push((subject.to_owned(), message.to_owned()));
+        self.alarms
+            .lock()
+            .unwrap()
+            .push((subject.to_owned(), message.to_owned()));
         Ok(())
     }
 }

@@ -5,8 +5,8 @@ use crate::error::StoreError;
 use std::future::Future;
 use tally_domain::account::{Account, RunMark};
 use tally_domain::ledger::LedgerEntry;
-use tally_domain::NaiveDate;
 use tally_domain::Decimal;
+use tally_domain::NaiveDate;
 
 /// One page of active account ids from one index shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,20 +57,27 @@ pub trait AccountBook: Send + Sync {
 
     /// Up to `limit` ids of ACTIVE accounts in index shard `shard`, after
     /// `after`, in id order. Bounded by `limit`; pages never overlap.
-    fn active_ids(&self, shard: u32, after: Option<String>, limit: u32)
-        -> impl Future<Output = Result<IdPage, StoreError>> + Send;
+    fn active_ids(
+        &self,
+        shard: u32,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<IdPage, StoreError>> + Send;
 
     /// Strongly consistent read of the accounts that exist among `ids`
     /// (at most 100), in no particular order.
-    fn load(&self, ids: &[String]) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+    fn load(&self, ids: &[String])
+        -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
 
     /// Applies `commits` (at most 100 items in all) as one all-or-nothing
     /// transaction. Each ledger entry is written only if no entry has its
     /// `(account_id, accrual_date)`; each account only if its state is still
     /// `before`. Idempotent: a commit already applied comes back as
     /// `AccountChanged`, never as a second entry. One outcome per commit, in order.
-    fn commit(&self, commits: &[AccountCommit])
-        -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
+    fn commit(
+        &self,
+        commits: &[AccountCommit],
+    ) -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
 }
 
 /// The test-only fault switch: lets a partition fail a bounded number of
@@ -78,15 +85,26 @@ pub trait AccountBook: Send + Sync {
 pub trait FaultSwitch: Send + Sync {
     /// Consumes one of `failures` for `(run_id, partition)`; `true` when the
     /// caller should fail now. Atomic across concurrent and retried callers.
-    fn trip(&self, run_id: &str, partition: u32, failures: u32)
-        -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn trip(
+        &self,
+        run_id: &str,
+        partition: u32,
+        failures: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Where run outcomes are announced.
 pub trait Publisher: Send + Sync {
     /// Puts one event on the bus. Fails unless the bus accepted it.
-    fn put_event(&self, detail_type: &str, detail: &serde_json::Value)
-        -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put_event(
+        &self,
+        detail_type: &str,
+        detail: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sends an alarm to the operators' topic.
-    fn alarm(&self, subject: &str, message: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn alarm(
+        &self,
+        subject: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

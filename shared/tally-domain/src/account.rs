@@ -68,7 +68,9 @@ impl Status {
 /// 1–64 characters of `A-Z a-z 0-9 _ -`.
 pub fn valid_account_id(id: &str) -> bool {
     (1..=ACCOUNT_ID_LEN_MAX).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// An account with its accrual state (`accrued_through` and the carried
@@ -138,7 +140,9 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
         return None;
     }
@@ -147,40 +151,76 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 
 /// Parses and validates one JSON Lines record. `line` is 1-based, for errors.
 pub fn parse_account_line(text: &str, line: usize) -> Result<Account, ImportError> {
-    let err = |field: Option<&'static str>, reason: String| ImportError { line, field, reason };
+    let err = |field: Option<&'static str>, reason: String| ImportError {
+        line,
+        field,
+        reason,
+    };
     if text.len() > IMPORT_LINE_BYTES_MAX {
-        return Err(err(None, format!("line is {} bytes; at most {IMPORT_LINE_BYTES_MAX} allowed", text.len())));
+        return Err(err(
+            None,
+            format!(
+                "line is {} bytes; at most {IMPORT_LINE_BYTES_MAX} allowed",
+                text.len()
+            ),
+        ));
     }
     let raw: RawAccount = serde_json::from_str(text)
         .map_err(|e| err(None, format!("not a valid account record: {e}")))?;
 
     if !valid_account_id(&raw.account_id) {
-        return Err(err(Some("account_id"), format!(
-            "`{}` is not 1–{ACCOUNT_ID_LEN_MAX} characters of A-Z a-z 0-9 _ -", raw.account_id)));
+        return Err(err(
+            Some("account_id"),
+            format!(
+                "`{}` is not 1–{ACCOUNT_ID_LEN_MAX} characters of A-Z a-z 0-9 _ -",
+                raw.account_id
+            ),
+        ));
     }
     let product = Product::parse(&raw.product).ok_or_else(|| {
-        err(Some("product"), format!("`{}` is not SAVINGS or LOAN", raw.product))
+        err(
+            Some("product"),
+            format!("`{}` is not SAVINGS or LOAN", raw.product),
+        )
     })?;
     let status = Status::parse(&raw.status).ok_or_else(|| {
-        err(Some("status"), format!("`{}` is not ACTIVE, DORMANT or CLOSED", raw.status))
+        err(
+            Some("status"),
+            format!("`{}` is not ACTIVE, DORMANT or CLOSED", raw.status),
+        )
     })?;
-    let currency = Currency::parse(&raw.currency).map_err(|e| err(Some("currency"), e.to_string()))?;
-    let balance = parse_amount(&raw.balance, currency).map_err(|e| err(Some("balance"), e.to_string()))?;
-    let annual_rate = parse_decimal(&raw.annual_rate).map_err(|e| err(Some("annual_rate"), e.to_string()))?;
+    let currency =
+        Currency::parse(&raw.currency).map_err(|e| err(Some("currency"), e.to_string()))?;
+    let balance =
+        parse_amount(&raw.balance, currency).map_err(|e| err(Some("balance"), e.to_string()))?;
+    let annual_rate =
+        parse_decimal(&raw.annual_rate).map_err(|e| err(Some("annual_rate"), e.to_string()))?;
     if annual_rate.is_sign_negative() && !annual_rate.is_zero() || annual_rate >= Decimal::ONE {
-        return Err(err(Some("annual_rate"), format!(
-            "`{}` is outside 0 ≤ rate < 1 (a fraction: 0.0425 is 4.25 %)", raw.annual_rate)));
+        return Err(err(
+            Some("annual_rate"),
+            format!(
+                "`{}` is outside 0 ≤ rate < 1 (a fraction: 0.0425 is 4.25 %)",
+                raw.annual_rate
+            ),
+        ));
     }
-    let day_count: DayCount = raw.day_count.parse().map_err(|e: crate::daycount::UnknownDayCount| {
-        err(Some("day_count"), e.to_string())
-    })?;
+    let day_count: DayCount = raw
+        .day_count
+        .parse()
+        .map_err(|e: crate::daycount::UnknownDayCount| err(Some("day_count"), e.to_string()))?;
     let opened_on = parse_date(&raw.opened_on).ok_or_else(|| {
-        err(Some("opened_on"), format!("`{}` is not a date YYYY-MM-DD", raw.opened_on))
+        err(
+            Some("opened_on"),
+            format!("`{}` is not a date YYYY-MM-DD", raw.opened_on),
+        )
     })?;
     let accrued_through = match raw.accrued_through.as_deref() {
         None => None,
         Some(s) => Some(parse_date(s).ok_or_else(|| {
-            err(Some("accrued_through"), format!("`{s}` is not a date YYYY-MM-DD or null"))
+            err(
+                Some("accrued_through"),
+                format!("`{s}` is not a date YYYY-MM-DD or null"),
+            )
         })?),
     };
     Ok(Account {
@@ -217,7 +257,11 @@ impl ImportValidator {
         self.line += 1;
         let text = text.strip_suffix('\r').unwrap_or(text);
         if text.trim().is_empty() {
-            return Err(ImportError { line: self.line, field: None, reason: "blank line".into() });
+            return Err(ImportError {
+                line: self.line,
+                field: None,
+                reason: "blank line".into(),
+            });
         }
         let account = parse_account_line(text, self.line)?;
         if !self.seen.insert(account.account_id.clone()) {
@@ -252,7 +296,10 @@ mod tests {
         let a = parse_account_line(GOOD, 1).unwrap();
         assert_eq!(a.account_id, "SAV-000001");
         assert_eq!(a.balance.to_string(), "2500.00");
-        assert_eq!(a.accrued_through, Some(NaiveDate::from_ymd_opt(2026, 11, 19).unwrap()));
+        assert_eq!(
+            a.accrued_through,
+            Some(NaiveDate::from_ymd_opt(2026, 11, 19).unwrap())
+        );
         assert_eq!(a.residual, Decimal::ZERO);
     }
 
@@ -282,14 +329,25 @@ mod tests {
     #[test]
     fn unknown_and_missing_fields_are_refused() {
         let extra = GOOD.replace("}", r#","nickname":"x"}"#);
-        assert!(parse_account_line(&extra, 1).unwrap_err().reason.contains("nickname"));
+        assert!(parse_account_line(&extra, 1)
+            .unwrap_err()
+            .reason
+            .contains("nickname"));
         let missing = GOOD.replace(r#""currency":"USD","#, "");
-        assert!(parse_account_line(&missing, 1).unwrap_err().reason.contains("currency"));
+        assert!(parse_account_line(&missing, 1)
+            .unwrap_err()
+            .reason
+            .contains("currency"));
     }
 
     #[test]
     fn a_null_accrued_through_means_nothing_accrued_yet() {
-        assert_eq!(parse_account_line(&with("accrued_through", "null"), 1).unwrap().accrued_through, None);
+        assert_eq!(
+            parse_account_line(&with("accrued_through", "null"), 1)
+                .unwrap()
+                .accrued_through,
+            None
+        );
     }
 
     #[test]
@@ -299,7 +357,10 @@ mod tests {
         v.push(&with("account_id", r#""SAV-000002""#)).unwrap();
         let e = v.push(GOOD).unwrap_err();
         assert_eq!((e.line, e.field), (3, Some("account_id")));
-        assert_eq!(e.to_string(), "line 3: field `account_id`: `SAV-000001` appears earlier in this import");
+        assert_eq!(
+            e.to_string(),
+            "line 3: field `account_id`: `SAV-000001` appears earlier in this import"
+        );
     }
 
     #[test]

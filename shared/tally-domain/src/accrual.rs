@@ -53,16 +53,27 @@ pub fn accrue(
     out: &mut Vec<DayAccrual>,
 ) -> Result<(), AccrualError> {
     out.clear();
-    let Some(first) = first_day(account, business_date) else { return Ok(()) };
+    let Some(first) = first_day(account, business_date) else {
+        return Ok(());
+    };
     let overflow = || AccrualError::Overflow(account.account_id.clone());
     // A balance of zero or below accrues zero.
     let principal_times_rate = if account.balance > Decimal::ZERO {
-        account.balance.checked_mul(account.annual_rate).ok_or_else(overflow)?
+        account
+            .balance
+            .checked_mul(account.annual_rate)
+            .ok_or_else(overflow)?
     } else {
         Decimal::ZERO
     };
     let exponent = account.currency.exponent();
-    let mut memo: [(DayFraction, Decimal); 4] = [(DayFraction { days: u32::MAX, basis: 0 }, Decimal::ZERO); 4];
+    let mut memo: [(DayFraction, Decimal); 4] = [(
+        DayFraction {
+            days: u32::MAX,
+            basis: 0,
+        },
+        Decimal::ZERO,
+    ); 4];
     let mut residual = account.residual;
     let mut day = first;
     loop {
@@ -82,19 +93,32 @@ pub fn accrue(
         let due = exact.checked_add(residual).ok_or_else(overflow)?;
         let posted = round_half_even(due, exponent);
         residual = due - posted;
-        out.push(DayAccrual { date: day, exact, posted, residual });
+        out.push(DayAccrual {
+            date: day,
+            exact,
+            posted,
+            residual,
+        });
         if day == business_date {
             return Ok(());
         }
-        day = day.succ_opt().expect("business dates stay inside chrono's range");
+        day = day
+            .succ_opt()
+            .expect("business dates stay inside chrono's range");
     }
 }
 
 /// The debit and credit ledger accounts of a posting.
 pub fn entry_accounts(product: Product, account_id: &str) -> (String, String) {
     match product {
-        Product::Savings => ("interest_expense".into(), format!("interest_payable:{account_id}")),
-        Product::Loan => (format!("interest_receivable:{account_id}"), "interest_income".into()),
+        Product::Savings => (
+            "interest_expense".into(),
+            format!("interest_payable:{account_id}"),
+        ),
+        Product::Loan => (
+            format!("interest_receivable:{account_id}"),
+            "interest_income".into(),
+        ),
     }
 }
 
@@ -134,12 +158,18 @@ mod tests {
     #[test]
     fn the_spec_example_posts_29_cents() {
         // 2500.00 × 0.0425 × 1 ÷ 365 = 106.25 ÷ 365 = 0.291095890410958904109589041…
-        let v = run(&account("USD", "2500.00", "0.0425", DayCount::Act365F), "2026-11-20");
+        let v = run(
+            &account("USD", "2500.00", "0.0425", DayCount::Act365F),
+            "2026-11-20",
+        );
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].date, date("2026-11-20"));
         assert_eq!(v[0].posted, dec("0.29"));
         assert_eq!(v[0].residual, v[0].exact - dec("0.29"));
-        assert!(v[0].exact.to_string().starts_with("0.29109589041095890410958904"));
+        assert!(v[0]
+            .exact
+            .to_string()
+            .starts_with("0.29109589041095890410958904"));
     }
 
     #[test]
@@ -152,7 +182,10 @@ mod tests {
         // Day 2: 0.125 + 0.005 = 0.130 → 0.13, residual 0.000.
         // Day 3: 0.125 → 0.12, residual 0.005.
         assert_eq!(posted(&v), ["0.12", "0.13", "0.12"]);
-        assert_eq!(v.iter().map(|d| d.residual).collect::<Vec<_>>(), [dec("0.005"), dec("0"), dec("0.005")]);
+        assert_eq!(
+            v.iter().map(|d| d.residual).collect::<Vec<_>>(),
+            [dec("0.005"), dec("0"), dec("0.005")]
+        );
         // The posted sum never drifts a cent from the exact sum.
         let exact: Decimal = v.iter().map(|d| d.exact).sum();
         let total: Decimal = v.iter().map(|d| d.posted).sum();
@@ -210,9 +243,15 @@ mod tests {
     #[test]
     fn a_negative_or_zero_balance_accrues_zero_but_the_day_counts() {
         for balance in ["-500.00", "0.00"] {
-            let v = run(&account("USD", balance, "0.05", DayCount::Act365F), "2026-11-20");
+            let v = run(
+                &account("USD", balance, "0.05", DayCount::Act365F),
+                "2026-11-20",
+            );
             assert_eq!(v.len(), 1, "the day still counts as accrued");
-            assert_eq!((v[0].exact, v[0].posted, v[0].residual), (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO));
+            assert_eq!(
+                (v[0].exact, v[0].posted, v[0].residual),
+                (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
+            );
         }
     }
 
@@ -221,12 +260,17 @@ mod tests {
         let mut a = account("USD", "2500.00", "0.0425", DayCount::Act365F);
         a.accrued_through = Some(date("2026-11-16"));
         let v = run(&a, "2026-11-20");
-        assert_eq!(v.iter().map(|d| d.date).collect::<Vec<_>>(),
-                   ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"].map(date));
+        assert_eq!(
+            v.iter().map(|d| d.date).collect::<Vec<_>>(),
+            ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"].map(date)
+        );
         // 0.2910958904… a day; cumulative 0.29, 0.58, 0.87, 1.16 → 0.29 every day.
         assert_eq!(posted(&v), ["0.29", "0.29", "0.29", "0.29"]);
         // Residual after 4 days is 4 × exact − 1.16 = 1.1643835616… − 1.16.
-        assert!(v[3].residual.to_string().starts_with("0.004383561643835616438356164"));
+        assert!(v[3]
+            .residual
+            .to_string()
+            .starts_with("0.004383561643835616438356164"));
     }
 
     #[test]
@@ -235,7 +279,10 @@ mod tests {
         a.accrued_through = None;
         a.opened_on = date("2026-11-19");
         let v = run(&a, "2026-11-20");
-        assert_eq!(v.iter().map(|d| d.date).collect::<Vec<_>>(), [date("2026-11-19"), date("2026-11-20")]);
+        assert_eq!(
+            v.iter().map(|d| d.date).collect::<Vec<_>>(),
+            [date("2026-11-19"), date("2026-11-20")]
+        );
         // Accrued through a date before opening: still starts on the opening day.
         a.accrued_through = Some(date("2026-10-01"));
         assert_eq!(run(&a, "2026-11-20").len(), 2);
@@ -265,9 +312,19 @@ mod tests {
 
     #[test]
     fn savings_and_loans_post_opposite_sides() {
-        assert_eq!(entry_accounts(Product::Savings, "S1"),
-                   ("interest_expense".to_string(), "interest_payable:S1".to_string()));
-        assert_eq!(entry_accounts(Product::Loan, "L1"),
-                   ("interest_receivable:L1".to_string(), "interest_income".to_string()));
+        assert_eq!(
+            entry_accounts(Product::Savings, "S1"),
+            (
+                "interest_expense".to_string(),
+                "interest_payable:S1".to_string()
+            )
+        );
+        assert_eq!(
+            entry_accounts(Product::Loan, "L1"),
+            (
+                "interest_receivable:L1".to_string(),
+                "interest_income".to_string()
+            )
+        );
     }
 }

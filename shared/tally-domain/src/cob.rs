@@ -121,7 +121,9 @@ impl Totals {
             .iter()
             .map(|(c, (a, n))| CurrencyTotal {
                 currency: *c,
-                amount: format_amount(*a, *c).parse().expect("formatted decimals parse"),
+                amount: format_amount(*a, *c)
+                    .parse()
+                    .expect("formatted decimals parse"),
                 postings: *n,
             })
             .collect()
@@ -242,13 +244,22 @@ pub enum AggregateError {
 
 /// Combines the partition results of `plan`. Completed only when every
 /// planned partition reported exactly once and succeeded.
-pub fn aggregate(plan: &Plan, results: &[PartitionResult], now: &str) -> Result<Outcome, AggregateError> {
+pub fn aggregate(
+    plan: &Plan,
+    results: &[PartitionResult],
+    now: &str,
+) -> Result<Outcome, AggregateError> {
     if results.len() != plan.partition_count as usize {
-        return Err(AggregateError::WrongResultCount { expected: plan.partition_count, got: results.len() });
+        return Err(AggregateError::WrongResultCount {
+            expected: plan.partition_count,
+            got: results.len(),
+        });
     }
     let mut seen = vec![false; plan.partition_count as usize];
     for r in results {
-        let slot = seen.get_mut(r.partition as usize).ok_or(AggregateError::UnknownPartition(r.partition))?;
+        let slot = seen
+            .get_mut(r.partition as usize)
+            .ok_or(AggregateError::UnknownPartition(r.partition))?;
         if std::mem::replace(slot, true) {
             return Err(AggregateError::DuplicatePartition(r.partition));
         }
@@ -298,7 +309,13 @@ pub fn aggregate(plan: &Plan, results: &[PartitionResult], now: &str) -> Result<
 }
 
 /// The failed event for a run whose plan could not be made.
-pub fn plan_failed(run_id: &str, business_date: Option<NaiveDate>, error: &str, cause: &str, now: &str) -> RunFailed {
+pub fn plan_failed(
+    run_id: &str,
+    business_date: Option<NaiveDate>,
+    error: &str,
+    cause: &str,
+    now: &str,
+) -> RunFailed {
     RunFailed {
         schema_version: SCHEMA_VERSION.into(),
         event_type: format!("{EVENT_SOURCE}.{FAILED_DETAIL_TYPE}"),
@@ -328,8 +345,14 @@ mod tests {
             already_accrued: 0,
             postings_written: totals.iter().map(|t| t.2).sum(),
             zero_postings_skipped: 0,
-            totals: totals.iter().map(|(c, a, n)| CurrencyTotal {
-                currency: Currency::parse(c).unwrap(), amount: dec(a), postings: *n }).collect(),
+            totals: totals
+                .iter()
+                .map(|(c, a, n)| CurrencyTotal {
+                    currency: Currency::parse(c).unwrap(),
+                    amount: dec(a),
+                    postings: *n,
+                })
+                .collect(),
             started_at: None,
             finished_at: None,
             duration_ms: ms,
@@ -347,21 +370,49 @@ mod tests {
         assert_eq!(plan(49_999, 50_000).path, Path::Single);
         assert_eq!(plan(49_999, 50_000).partitions.len(), 1);
         let p = plan(50_000, 50_000);
-        assert_eq!((p.path, p.partition_count, p.partitions.len()), (Path::Partitioned, 2, 2));
+        assert_eq!(
+            (p.path, p.partition_count, p.partitions.len()),
+            (Path::Partitioned, 2, 2)
+        );
         assert_eq!(p.partitions[1].partition, 1);
         assert!(Plan::make("r", date("2026-11-20"), 1, 1, 7, None).is_err());
     }
 
     #[test]
     fn completed_sums_every_partition_and_reports_the_slowest() {
-        let out = aggregate(&plan(60_000, 50_000),
-            &[ok(1, 900, &[("USD", "1.10", 2), ("JPY", "5", 1)]), ok(0, 1200, &[("USD", "2.05", 3)])],
-            "2026-11-21T01:00:00Z").unwrap();
-        let Outcome::Completed(c) = out else { panic!("expected completed") };
-        assert_eq!((c.partition_count, c.slowest_partition_ms, c.postings_written, c.accounts_processed), (2, 1200, 6, 20));
-        let totals: Vec<(String, String, u64)> = c.totals.iter()
-            .map(|t| (t.currency.to_string(), t.amount.to_string(), t.postings)).collect();
-        assert_eq!(totals, [("JPY".into(), "5".into(), 1), ("USD".into(), "3.15".into(), 5)]);
+        let out = aggregate(
+            &plan(60_000, 50_000),
+            &[
+                ok(1, 900, &[("USD", "1.10", 2), ("JPY", "5", 1)]),
+                ok(0, 1200, &[("USD", "2.05", 3)]),
+            ],
+            "2026-11-21T01:00:00Z",
+        )
+        .unwrap();
+        let Outcome::Completed(c) = out else {
+            panic!("expected completed")
+        };
+        assert_eq!(
+            (
+                c.partition_count,
+                c.slowest_partition_ms,
+                c.postings_written,
+                c.accounts_processed
+            ),
+            (2, 1200, 6, 20)
+        );
+        let totals: Vec<(String, String, u64)> = c
+            .totals
+            .iter()
+            .map(|t| (t.currency.to_string(), t.amount.to_string(), t.postings))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("JPY".into(), "5".into(), 1),
+                ("USD".into(), "3.15".into(), 5)
+            ]
+        );
     }
 
     #[test]
@@ -370,11 +421,19 @@ mod tests {
         bad.status = PartitionStatus::Failed;
         bad.error = Some("TransientStoreError".into());
         bad.cause = Some("throttled".into());
-        let Outcome::Failed(f) = aggregate(&plan(60_000, 1), &[ok(1, 5, &[]), bad], "t").unwrap() else {
+        let Outcome::Failed(f) = aggregate(&plan(60_000, 1), &[ok(1, 5, &[]), bad], "t").unwrap()
+        else {
             panic!("expected failed")
         };
         assert_eq!(f.stage, FailedStage::Partition);
-        assert_eq!(f.failed_partitions, [FailedPartition { partition: 0, error: "TransientStoreError".into(), cause: "throttled".into() }]);
+        assert_eq!(
+            f.failed_partitions,
+            [FailedPartition {
+                partition: 0,
+                error: "TransientStoreError".into(),
+                cause: "throttled".into()
+            }]
+        );
     }
 
     #[test]

@@ -43,12 +43,20 @@ impl Currency {
     pub fn parse(code: &str) -> Result<Self, UnknownCurrency> {
         let unknown = || UnknownCurrency(code.to_owned());
         let bytes: [u8; 3] = code.as_bytes().try_into().map_err(|_| unknown())?;
-        let exponent = [(EXPONENT_0, 0), (EXPONENT_2, 2), (EXPONENT_3, 3), (EXPONENT_4, 4)]
-            .iter()
-            .find(|(codes, _)| codes.contains(&code))
-            .map(|(_, e)| *e)
-            .ok_or_else(unknown)?;
-        Ok(Currency { code: bytes, exponent })
+        let exponent = [
+            (EXPONENT_0, 0),
+            (EXPONENT_2, 2),
+            (EXPONENT_3, 3),
+            (EXPONENT_4, 4),
+        ]
+        .iter()
+        .find(|(codes, _)| codes.contains(&code))
+        .map(|(_, e)| *e)
+        .ok_or_else(unknown)?;
+        Ok(Currency {
+            code: bytes,
+            exponent,
+        })
     }
 
     pub fn code(&self) -> &str {

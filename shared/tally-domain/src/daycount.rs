@@ -33,8 +33,12 @@ pub struct DayFraction {
 pub struct UnknownDayCount(pub String);
 
 impl DayCount {
-    pub const ALL: [DayCount; 4] =
-        [DayCount::Act365F, DayCount::Act360, DayCount::Thirty360, DayCount::ActAct];
+    pub const ALL: [DayCount; 4] = [
+        DayCount::Act365F,
+        DayCount::Act360,
+        DayCount::Thirty360,
+        DayCount::ActAct,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,8 +52,14 @@ impl DayCount {
     /// The year fraction of the single day from `d` to `d + 1`.
     pub fn one_day(self, d: NaiveDate) -> DayFraction {
         match self {
-            DayCount::Act365F => DayFraction { days: 1, basis: 365 },
-            DayCount::Act360 => DayFraction { days: 1, basis: 360 },
+            DayCount::Act365F => DayFraction {
+                days: 1,
+                basis: 365,
+            },
+            DayCount::Act360 => DayFraction {
+                days: 1,
+                basis: 360,
+            },
             DayCount::ActAct => {
                 // The whole day lies in d's year, so one term of the ISDA sum.
                 let basis = if is_leap_year(d.year()) { 366 } else { 365 };
@@ -57,7 +67,10 @@ impl DayCount {
             }
             DayCount::Thirty360 => {
                 let next = d.succ_opt().expect("dates stay inside chrono's range");
-                DayFraction { days: thirty_360_days(d, next), basis: 360 }
+                DayFraction {
+                    days: thirty_360_days(d, next),
+                    basis: 360,
+                }
             }
         }
     }
@@ -141,8 +154,12 @@ mod tests {
 
     #[test]
     fn thirty_360_days_sum_to_thirty_over_any_whole_month() {
-        for (start, end) in [("2026-01-01", "2026-02-01"), ("2026-02-01", "2026-03-01"),
-                             ("2024-02-01", "2024-03-01"), ("2026-04-01", "2026-05-01")] {
+        for (start, end) in [
+            ("2026-01-01", "2026-02-01"),
+            ("2026-02-01", "2026-03-01"),
+            ("2024-02-01", "2024-03-01"),
+            ("2026-04-01", "2026-05-01"),
+        ] {
             let (mut d, end) = (date(start), date(end));
             let mut total = 0;
             while d < end {

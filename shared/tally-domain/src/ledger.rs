@@ -21,10 +21,24 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    pub fn new(account_id: &str, product: Product, accrual_date: NaiveDate, currency: Currency,
-               amount: Decimal, run_id: &str) -> Self {
+    pub fn new(
+        account_id: &str,
+        product: Product,
+        accrual_date: NaiveDate,
+        currency: Currency,
+        amount: Decimal,
+        run_id: &str,
+    ) -> Self {
         let (debit, credit) = entry_accounts(product, account_id);
-        LedgerEntry { account_id: account_id.into(), accrual_date, currency, amount, debit, credit, run_id: run_id.into() }
+        LedgerEntry {
+            account_id: account_id.into(),
+            accrual_date,
+            currency,
+            amount,
+            debit,
+            credit,
+            run_id: run_id.into(),
+        }
     }
 
     pub fn export_line(&self) -> ExportLine {
@@ -59,13 +73,30 @@ mod tests {
 
     #[test]
     fn export_lines_follow_the_spec_field_order_and_precision() {
-        let e = LedgerEntry::new("SAV-000001", Product::Savings, date("2026-11-20"),
-                                 Currency::parse("USD").unwrap(), dec("0.29"), "r1");
-        assert_eq!(serde_json::to_string(&e.export_line()).unwrap(),
-            r#"{"account_id":"SAV-000001","accrual_date":"2026-11-20","currency":"USD","amount":"0.29","debit":"interest_expense","credit":"interest_payable:SAV-000001","run_id":"r1"}"#);
-        let j = LedgerEntry::new("L-1", Product::Loan, date("2026-11-20"),
-                                 Currency::parse("JPY").unwrap(), dec("3"), "r1");
+        let e = LedgerEntry::new(
+            "SAV-000001",
+            Product::Savings,
+            date("2026-11-20"),
+            Currency::parse("USD").unwrap(),
+            dec("0.29"),
+            "r1",
+        );
+        assert_eq!(
+            serde_json::to_string(&e.export_line()).unwrap(),
+            r#"{"account_id":"SAV-000001","accrual_date":"2026-11-20","currency":"USD","amount":"0.29","debit":"interest_expense","credit":"interest_payable:SAV-000001","run_id":"r1"}"#
+        );
+        let j = LedgerEntry::new(
+            "L-1",
+            Product::Loan,
+            date("2026-11-20"),
+            Currency::parse("JPY").unwrap(),
+            dec("3"),
+            "r1",
+        );
         assert_eq!(j.export_line().amount, "3");
-        assert_eq!((j.debit.as_str(), j.credit.as_str()), ("interest_receivable:L-1", "interest_income"));
+        assert_eq!(
+            (j.debit.as_str(), j.credit.as_str()),
+            ("interest_receivable:L-1", "interest_income")
+        );
     }
 }

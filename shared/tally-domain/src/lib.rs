@@ -23,8 +23,8 @@ pub mod ledger;
 pub mod money;
 pub mod partition;
 
-pub use rust_decimal::Decimal;
 pub use chrono::NaiveDate;
+pub use rust_decimal::Decimal;
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -14,7 +14,12 @@ pub enum AmountError {
     #[error("`{0}` is not a decimal number (expected digits with an optional sign and one `.`)")]
     Malformed(String),
     #[error("`{value}` has {scale} decimal places; {currency} allows at most {exponent}")]
-    ScaleTooLarge { value: String, scale: u32, currency: String, exponent: u32 },
+    ScaleTooLarge {
+        value: String,
+        scale: u32,
+        currency: String,
+        exponent: u32,
+    },
     #[error("`{0}` is out of range (magnitude must be below 10^18)")]
     OutOfRange(String),
 }
@@ -102,7 +107,10 @@ mod tests {
     #[test]
     fn amounts_refuse_more_decimals_than_the_currency_has() {
         assert_eq!(parse_amount("12.34", usd()).unwrap(), dec("12.34"));
-        assert!(matches!(parse_amount("12.345", usd()), Err(AmountError::ScaleTooLarge { scale: 3, .. })));
+        assert!(matches!(
+            parse_amount("12.345", usd()),
+            Err(AmountError::ScaleTooLarge { scale: 3, .. })
+        ));
         let jpy = Currency::parse("JPY").unwrap();
         assert_eq!(parse_amount("1234", jpy).unwrap(), dec("1234"));
         assert!(parse_amount("1234.0", jpy).is_err());
@@ -110,10 +118,18 @@ mod tests {
 
     #[test]
     fn malformed_decimals_are_refused() {
-        for bad in ["", "-", "1.", ".5", "+1", "1e3", " 1", "1,00", "0x10", "1.2.3", "--1", "NaN"] {
-            assert!(matches!(parse_decimal(bad), Err(AmountError::Malformed(_))), "{bad:?}");
+        for bad in [
+            "", "-", "1.", ".5", "+1", "1e3", " 1", "1,00", "0x10", "1.2.3", "--1", "NaN",
+        ] {
+            assert!(
+                matches!(parse_decimal(bad), Err(AmountError::Malformed(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(parse_decimal("1000000000000000000"), Err(AmountError::OutOfRange(_))));
+        assert!(matches!(
+            parse_decimal("1000000000000000000"),
+            Err(AmountError::OutOfRange(_))
+        ));
     }
 
     #[test]
@@ -121,7 +137,13 @@ mod tests {
         assert_eq!(format_amount(dec("1"), usd()), "1.00");
         assert_eq!(format_amount(dec("0.5"), usd()), "0.50");
         assert_eq!(format_amount(dec("-0.00"), usd()), "0.00");
-        assert_eq!(format_amount(dec("7"), Currency::parse("JPY").unwrap()), "7");
-        assert_eq!(format_amount(dec("0.1"), Currency::parse("BHD").unwrap()), "0.100");
+        assert_eq!(
+            format_amount(dec("7"), Currency::parse("JPY").unwrap()),
+            "7"
+        );
+        assert_eq!(
+            format_amount(dec("0.1"), Currency::parse("BHD").unwrap()),
+            "0.100"
+        );
     }
 }

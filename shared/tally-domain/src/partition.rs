@@ -115,6 +115,9 @@ mod tests {
         for i in 0..100_000 {
             counts[partition_of(&format!("SAV-{i:06}"), 10) as usize] += 1;
         }
-        assert!(counts.iter().all(|c| (9_000..11_000).contains(c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| (9_000..11_000).contains(c)),
+            "{counts:?}"
+        );
     }
 }

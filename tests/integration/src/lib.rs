@@ -1,1 +1,266 @@
+//! Helpers for the integration tests: clients for the local stack, a clean
+//! book per test, runs through the real state machine, the ledger as data.
+//!
+//! Tests share one local stack (the Lambdas read fixed table names), so they
+//! take [`exclusive`] and start from emptied tables.
 
+use anyhow::{bail, Context, Result};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tally_aws::dynamo::DynamoBook;
+use tally_cli::runs::{self, Options, RunStatus};
+use tally_cli::stack::Stack;
+use tally_domain::NaiveDate;
+
+pub struct Env {
+    pub stack: Stack,
+    pub sdk: aws_config::SdkConfig,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub book: DynamoBook,
+    pub outputs: HashMap<String, String>,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Serialises the tests: they share the stack's tables.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
+}
+
+impl Env {
+    pub async fn connect() -> Result<Env> {
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load()
+            .await;
+        let file = repo_root().join(".tally/stack.json");
+        let stack = Stack::load(&file)
+            .context("the local stack is not deployed: run `make test` (or `tally local up`)")?;
+        let outputs: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        let outputs = outputs
+            .iter()
+            .map(|o| {
+                (
+                    o["OutputKey"].as_str().unwrap_or_default().to_owned(),
+                    o["OutputValue"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let book = DynamoBook::new(dynamo.clone(), &stack.accounts_table, &stack.ledger_table);
+        Ok(Env {
+            sfn: aws_sdk_sfn::Client::new(&sdk),
+            dynamo,
+            book,
+            stack,
+            sdk,
+            outputs,
+        })
+    }
+
+    /// Deletes every item of the three tables.
+    pub async fn truncate(&self) -> Result<()> {
+        for (table, keys) in [
+            (&self.stack.accounts_table, &["account_id"][..]),
+            (
+                &self.stack.ledger_table,
+                &["account_id", "accrual_date"][..],
+            ),
+            (&self.stack.runs_table, &["run_id"][..]),
+        ] {
+            let mut start = None;
+            loop {
+                let page = self
+                    .dynamo
+                    .scan()
+                    .table_name(table)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await?;
+                let deletes: Vec<WriteRequest> = page
+                    .items()
+                    .iter()
+                    .map(|i| {
+                        let key: HashMap<String, AttributeValue> = keys
+                            .iter()
+                            .map(|k| (k.to_string(), i[*k].clone()))
+                            .collect();
+                        WriteRequest::builder()
+                            .delete_request(
+                                DeleteRequest::builder().set_key(Some(key)).build().unwrap(),
+                            )
+                            .build()
+                    })
+                    .collect();
+                for chunk in deletes.chunks(25) {
+                    self.book.batch_write(table, chunk.to_vec()).await?;
+                }
+                match page.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn count(&self, table: &str) -> Result<usize> {
+        let mut n = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(table)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            n += page.count() as usize;
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// A fresh book of `count` generated accounts for `date`.
+    pub async fn fresh_book(&self, count: u64, seed: u64, date: NaiveDate) -> Result<()> {
+        self.truncate().await?;
+        let file = temp_file(&format!("book-{seed}-{count}.jsonl"));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        tally_cli::generate::generate(count, seed, date, &mut w)?;
+        drop(w);
+        tally_cli::import::import(&self.book, &file, |_| {})
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    pub async fn start(
+        &self,
+        date: NaiveDate,
+        options: &Options,
+        fault: Option<serde_json::Value>,
+    ) -> Result<(String, String)> {
+        let run_id = runs::new_run_id(date);
+        let arn = runs::start(
+            &self.sfn,
+            &self.stack.state_machine_arn,
+            &run_id,
+            date,
+            options,
+            fault,
+        )
+        .await?;
+        Ok((run_id, arn))
+    }
+
+    pub async fn wait(&self, arn: &str) -> Result<RunStatus> {
+        runs::wait(&self.sfn, arn, Duration::from_secs(600), |_, _| {}).await
+    }
+
+    /// Runs the COB for `date` through the state machine and requires success.
+    pub async fn run_ok(
+        &self,
+        date: NaiveDate,
+        options: &Options,
+        fault: Option<serde_json::Value>,
+    ) -> Result<(RunStatus, String)> {
+        let (_, arn) = self.start(date, options, fault).await?;
+        let s = self.wait(&arn).await?;
+        if !s.succeeded() {
+            bail!(
+                "run {} ended {}: {:?} {:?}",
+                s.run_id,
+                s.status,
+                s.error,
+                s.cause
+            );
+        }
+        Ok((s, arn))
+    }
+
+    /// The ledger as comparable data: (account, date) → (amount, debit, credit, currency).
+    pub async fn ledger(
+        &self,
+    ) -> Result<BTreeMap<(String, String), (String, String, String, String)>> {
+        let mut out = BTreeMap::new();
+        let mut buf = Vec::new();
+        tally_cli::export::export(&self.book, None, &mut buf).await?;
+        for line in String::from_utf8(buf)?.lines() {
+            let e: tally_domain::ledger::ExportLine = serde_json::from_str(line)?;
+            let prev = out.insert(
+                (e.account_id.clone(), e.accrual_date.to_string()),
+                (e.amount, e.debit, e.credit, e.currency.to_string()),
+            );
+            if prev.is_some() {
+                bail!(
+                    "duplicate ledger entry for {} {}",
+                    e.account_id,
+                    e.accrual_date
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of the history events of an execution, in order.
+    pub async fn history(&self, arn: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .sfn
+                .get_execution_history()
+                .execution_arn(arn)
+                .max_results(1000)
+                .set_next_token(token)
+                .send()
+                .await?;
+            names.extend(page.events().iter().map(|e| e.r#type().as_str().to_owned()));
+            match page.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(names),
+            }
+        }
+    }
+}
+
+/// The `event` the aggregate published, from a run's output.
+pub fn event(s: &RunStatus) -> serde_json::Value {
+    s.output
+        .as_ref()
+        .and_then(|o| o.get("event"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub fn temp_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tally-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+pub fn date(s: &str) -> NaiveDate {
+    s.parse().expect("date")
+}

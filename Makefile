@@ -1,0 +1,86 @@
+# Tally: the two commands a new machine needs are `make demo` and `make test`.
+# Both install what they need (a Python venv with moto, cargo-lambda and SAM;
+# npm packages for the ASL validator) and reuse caches outside the clone.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/tally/target
+TALLY_VENV ?= $(HOME)/.cache/tally/venv
+export TALLY_VENV
+PY := $(TALLY_VENV)/bin/python
+TALLY := $(CARGO_TARGET_DIR)/release/tally
+DEMO_ACCOUNTS ?= 100000
+DEMO_DATE ?= $(shell date -u -d yesterday +%Y-%m-%d)
+
+# The local stack's endpoint and throwaway credentials (moto accepts any).
+LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+             AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+
+.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-local up down clean-local
+
+## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
+setup: $(TALLY_VENV)/.installed node_modules/.installed
+
+$(TALLY_VENV)/.installed: localstack/requirements.txt
+	python3 -m venv $(TALLY_VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r localstack/requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## build: release binaries of the Lambdas and the CLI
+build:
+	cargo build --release --bins -p cob-coordinator -p cob-partition -p cob-aggregate -p tally-cli
+
+up: setup build
+	$(PY) localstack/tally_local.py up
+
+down:
+	$(PY) localstack/tally_local.py down || true
+
+## demo: local stack, a generated book of DEMO_ACCOUNTS, the COB through the real state machine
+demo: setup build
+	$(PY) localstack/tally_local.py up
+	$(LOCAL_ENV) $(TALLY) accounts generate --count $(DEMO_ACCOUNTS) --date $(DEMO_DATE) --out .tally/demo-book.jsonl
+	$(LOCAL_ENV) $(TALLY) accounts import .tally/demo-book.jsonl
+	$(LOCAL_ENV) $(TALLY) cob run --date $(DEMO_DATE) --wait
+	@$(LOCAL_ENV) $(TALLY) ledger export --date $(DEMO_DATE) > .tally/demo-ledger.jsonl
+	@echo "ledger for $(DEMO_DATE): $$(wc -l < .tally/demo-ledger.jsonl) postings in .tally/demo-ledger.jsonl; first lines:"
+	@head -3 .tally/demo-ledger.jsonl
+	@echo "the local stack is still up: 'make down' stops it"
+
+## test: everything — format, lint, unit, static (ASL, SAM, schemas, IAM), integration on the local stack
+test: setup lint test-unit test-static test-integration
+	@echo "all test suites passed"
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-unit:
+	cargo test --workspace
+
+test-static: setup
+	$(PY) -m pytest tests/static -q
+
+# The integration tests share one local stack with the fault switch enabled;
+# the stack runs the debug build the unit tests already made.
+test-integration: setup
+	cargo build --bins -p cob-coordinator -p cob-partition -p cob-aggregate
+	$(PY) localstack/tally_local.py up --debug-build --parameter-overrides FaultInjection=enabled
+	trap '$(PY) localstack/tally_local.py down' EXIT; \
+	  $(LOCAL_ENV) cargo test -p tally-integration-tests -- --ignored --test-threads=1
+
+## bench: the kernel on one core (criterion) and the local end-to-end figures
+bench: bench-kernel bench-local
+
+bench-kernel:
+	cargo bench -p tally-domain --bench accrual_kernel
+
+bench-local: setup build
+	$(PY) localstack/tally_local.py up
+	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-cob

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Drop-in replacement for the `moto_server` command, with one performance patch.
+
+    python localstack/moto_launcher.py [-H HOST] [-p PORT] [other moto_server options]
+
+Same CLI and behaviour as `moto_server` (it runs `moto.server.main`, the
+function behind that entry point, so `-H/-p/-r/-s/-c/-k` and the MOTO_PORT
+environment variable work exactly as there), after replacing
+`DynamoDBBackend.transact_write_items`.
+
+Why: moto 5.2.5's TransactWriteItems takes `copy.deepcopy()` of every table
+the transaction touches, on every call, so that it can roll back. That is
+O(table size) per call; Tally's COB writes postings in transactions of up to
+100 items against tables of 10^5..10^6 items, which made the local stack
+unusably slow. The patched method is moto's method body verbatim except for the
+snapshot/rollback: it keeps an undo log of only the items the transaction
+touches (a deep copy of each item before its operation, or "absent") and, on
+failure, puts exactly those items back (or deletes the ones that did not
+exist). Validations, exceptions (TransactionCanceledException with one
+CancellationReason per item in order, MultipleTransactionsException for a
+duplicate key, MockValidationException re-raised) and rollback are moto's.
+
+moto keeps no separate index data: a table's items live in `Table.items`
+(hash -> Item, or hash -> {range -> Item}) and LSI/GSI queries and scans are
+computed from it, so restoring `Table.items` restores the indexes. The only
+other state the write path changes is the table's stream shard (records are
+appended to `StreamShard.items`); the undo log truncates that list back too,
+as moto's table-replacing rollback did. (Records already handed to a Lambda
+event source mapping cannot be recalled -- the same in moto.)
+
+Difference from moto's rollback, on purpose: moto replaced the whole Table
+object by its copy, so writes of *other* requests that ran concurrently
+(moto's server is threaded) were lost on a rollback; this one restores only the
+transaction's own items and keeps the Table object.
+
+The method was taken from moto 5.2.5 (moto/dynamodb/models/__init__.py). The
+launcher refuses to start with any other moto version, or if the source of the
+original method differs from what the patch was written against: after a moto
+upgrade, re-read the new method, port the patch, and update
+EXPECTED_MOTO_VERSION / EXPECTED_ORIGINAL_SHA256.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import sys
+from typing import Any
+
+EXPECTED_MOTO_VERSION = "5.2.5"
+# sha256 of inspect.getsource(DynamoDBBackend.transact_write_items) in moto 5.2.5
+EXPECTED_ORIGINAL_SHA256 = "81db2cb7d94e39c90b3a2077e1f4bb41a449c558ef9b1b1e2910fdaa39978ad4"
+
+import moto  # noqa: E402
+
+if moto.__version__ != EXPECTED_MOTO_VERSION:
+    raise RuntimeError(
+        f"localstack/moto_launcher.py patches moto {EXPECTED_MOTO_VERSION}'s DynamoDB "
+        f"transact_write_items, but moto {moto.__version__} is installed. Review the patch "
+        f"against the new moto (or install moto[server]=={EXPECTED_MOTO_VERSION}, see "
+        f"localstack/requirements.txt)."
+    )
+
+from moto.dynamodb.models import (  # noqa: E402
+    ConditionalCheckFailed,
+    DynamoDBBackend,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+    get_filter_expression,
+)
+
+_ORIGINAL = DynamoDBBackend.transact_write_items
+
+
+def _source_sha256(func: Any) -> str:
+    return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()
+
+
+class _UndoLog:
+    """Before-images of the items one transaction touches (key-level, not table-level)."""
+
+    def __init__(self, backend: DynamoDBBackend):
+        self.backend = backend
+        # (table, hash_key, range_key, hash_bucket_existed, deep copy of the item or None)
+        self.entries: list[tuple[Any, Any, Any, bool, Any]] = []
+        self.seen: set[tuple[int, Any, Any]] = set()
+        # id(table) -> (stream shard, its record list, the list's length)
+        self.streams: dict[int, tuple[Any, list, int]] = {}
+
+    def record(self, table_name: str, key: dict[str, Any]) -> None:
+        """Remember the item under `key` as it is now (call before the operation)."""
+        try:
+            # exactly the lookups self.get_item(table_name, key) does next; if they
+            # fail, the operation fails the same way before it writes anything
+            table = self.backend.get_table(table_name)
+            hash_key, range_key = self.backend.get_keys_value(table, key)
+        except Exception:
+            return
+        ident = (id(table), hash_key, range_key)
+        if ident in self.seen:
+            return
+        self.seen.add(ident)
+        existed = hash_key in table.items  # .get / `in`: the defaultdict must not grow here
+        current = table.items.get(hash_key)
+        if table.has_range_key and current is not None:
+            current = current.get(range_key)
+        self.entries.append((table, hash_key, range_key, existed,
+                             copy.deepcopy(current) if current is not None else None))
+        shard = table.stream_shard
+        if shard is not None and id(table) not in self.streams:
+            self.streams[id(table)] = (shard, shard.items, len(shard.items))
+
+    def rollback(self) -> None:
+        for table, hash_key, range_key, existed, before in reversed(self.entries):
+            if not table.has_range_key:
+                if before is None:
+                    table.items.pop(hash_key, None)
+                else:
+                    table.items[hash_key] = before
+                continue
+            if before is not None:
+                table.items[hash_key][range_key] = before
+                continue
+            bucket = table.items.get(hash_key)
+            if bucket is not None:
+                bucket.pop(range_key, None)
+                # get_item() on a defaultdict leaves an empty bucket behind; moto's
+                # table-copy rollback dropped those, so do we
+                if not existed and not bucket:
+                    table.items.pop(hash_key, None)
+        for shard, records, length in self.streams.values():
+            del records[length:]
+            shard.items = records
+
+
+def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    # Body of moto 5.2.5 DynamoDBBackend.transact_write_items; only the lines marked
+    # PATCH differ (the table deepcopy and the two table-restoring rollbacks).
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    # PATCH: instead of `original_table_state[name] = copy.deepcopy(self.tables[name])`
+    # for every table named in the transaction, an undo log of the touched items.
+    # moto's pre-pass is kept without the copy, so that a malformed item (e.g. {})
+    # still fails here, before anything is written, with the same exception.
+    for item in transact_items:
+        _, op = next(iter(item.items()))
+        op.get("TableName")
+    undo = _UndoLog(self)
+
+    target_items: set[tuple[str, str]] = set()
+
+    def check_unicity(table_name: str, key: dict[str, Any]) -> None:
+        item = (str(table_name), str(dict(sorted(key.items()))))
+        if item in target_items:
+            raise MultipleTransactionsException()
+        target_items.add(item)
+
+    errors: list[
+        tuple[str, str, dict[str, Any]] | tuple[None, None, None]
+    ] = []  # [(Code, Message, Item), ..]
+    for item in transact_items:
+        original_item: dict[str, Any] | None = None
+        # Check transact writes are not performing multiple operations on the same item
+        if len(list(item.keys())) > 1:
+            # (as in moto: raised without a rollback of the items already applied)
+            raise TransactWriteSingleOpException
+
+        try:
+            op_type, op = next(iter(item.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise ValueError("Unsupported transaction operation")
+
+            table_name = op["TableName"]
+            condition_expression = op.get("ConditionExpression")
+            expression_attribute_names = op.get("ExpressionAttributeNames")
+            expression_attribute_values = op.get("ExpressionAttributeValues")
+            return_values_on_condition_check_failure = op.get(
+                "ReturnValuesOnConditionCheckFailure"
+            )
+
+            if op_type == "Put":
+                attrs = op["Item"]
+                table = self.get_table(table_name)
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                key = op["Key"]
+
+            check_unicity(table_name, key)
+
+            undo.record(table_name, key)  # PATCH: before-image of this item
+
+            current = self.get_item(table_name, key)
+            if condition_expression is not None:
+                condition_op = get_filter_expression(
+                    condition_expression,
+                    expression_attribute_names,
+                    expression_attribute_values,
+                )
+                if not condition_op.expr(current):
+                    if (
+                        return_values_on_condition_check_failure == "ALL_OLD"
+                        and current
+                    ):
+                        original_item = current.to_json()["Attributes"]
+                    raise ConditionalCheckFailed(item=original_item)
+
+            if op_type == "Put":
+                attrs = op["Item"]
+                self.put_item(
+                    table_name,
+                    attrs,
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            elif op_type == "Delete":
+                self.delete_item(
+                    table_name,
+                    key,
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            elif op_type == "Update":
+                update_expression = op["UpdateExpression"]
+                self.update_item(
+                    table_name,
+                    key,
+                    update_expression=update_expression,
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            # Rollback to the original state, and reraise the error
+            undo.rollback()  # PATCH
+            raise
+        except ConditionalCheckFailed as e:
+            errors.append(("ConditionalCheckFailed", str(e.message), original_item))  # type: ignore
+        except Exception as e:  # noqa: E722 Do not use bare except
+            # For other exceptions, capture their details
+            errors.append((type(e).__name__, str(e), original_item))  # type: ignore
+
+    if any(code is not None for code, _, _ in errors):
+        # Rollback to the original state, and reraise the errors
+        undo.rollback()  # PATCH
+        raise TransactionCanceledException(errors)
+
+
+def apply_patch() -> None:
+    """Replace DynamoDBBackend.transact_write_items (idempotent). Fails on an unreviewed moto."""
+    if DynamoDBBackend.transact_write_items is transact_write_items:
+        return
+    digest = _source_sha256(_ORIGINAL)
+    if digest != EXPECTED_ORIGINAL_SHA256:
+        raise RuntimeError(
+            f"moto {moto.__version__}'s DynamoDBBackend.transact_write_items is not the code "
+            f"localstack/moto_launcher.py was written against (source sha256 {digest}, "
+            f"expected {EXPECTED_ORIGINAL_SHA256}); review the patch."
+        )
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> None:
+    apply_patch()
+    print(f"moto_launcher: moto {moto.__version__}, DynamoDB transact_write_items patched "
+          f"(item-level rollback)", file=sys.stderr, flush=True)
+    from moto.server import main as moto_server_main
+
+    moto_server_main(argv)
+
+
+if __name__ == "__main__":
+    main()
