@@ -46,6 +46,7 @@ import copy
 import hashlib
 import inspect
 import sys
+import threading
 from typing import Any
 
 EXPECTED_MOTO_VERSION = "5.2.5"
@@ -254,9 +255,22 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
         raise TransactionCanceledException(errors)
 
 
+# moto serves requests on threads and does not isolate a transaction's
+# condition checks from its writes: two transactions on the same item could
+# both pass their conditions. DynamoDB transactions are serializable, so all
+# transactions of this process take one lock (single Python process: the GIL
+# already serialises the work, the lock only removes the interleaving).
+_TRANSACTIONS = threading.Lock()
+
+
+def serializable_transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    with _TRANSACTIONS:
+        return transact_write_items(self, transact_items)
+
+
 def apply_patch() -> None:
     """Replace DynamoDBBackend.transact_write_items (idempotent). Fails on an unreviewed moto."""
-    if DynamoDBBackend.transact_write_items is transact_write_items:
+    if DynamoDBBackend.transact_write_items is serializable_transact_write_items:
         return
     digest = _source_sha256(_ORIGINAL)
     if digest != EXPECTED_ORIGINAL_SHA256:
@@ -265,7 +279,7 @@ def apply_patch() -> None:
             f"localstack/moto_launcher.py was written against (source sha256 {digest}, "
             f"expected {EXPECTED_ORIGINAL_SHA256}); review the patch."
         )
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = serializable_transact_write_items  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:
