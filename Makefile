@@ -37,14 +37,14 @@ build:
 	cargo build --release --bins -p cob-coordinator -p cob-partition -p cob-aggregate -p tally-cli
 
 up: setup build
-	$(PY) localstack/tally_local.py up
+	$(PY) localstack/tally_local.py up --no-reload
 
 down:
 	$(PY) localstack/tally_local.py down || true
 
 ## demo: local stack, a generated book of DEMO_ACCOUNTS, the COB through the real state machine
 demo: setup build
-	$(PY) localstack/tally_local.py up
+	$(PY) localstack/tally_local.py up --no-reload
 	$(LOCAL_ENV) $(TALLY) accounts generate --count $(DEMO_ACCOUNTS) --date $(DEMO_DATE) --out .tally/demo-book.jsonl
 	$(LOCAL_ENV) $(TALLY) accounts import .tally/demo-book.jsonl
 	$(LOCAL_ENV) $(TALLY) cob run --date $(DEMO_DATE) --wait
@@ -71,7 +71,7 @@ test-static: setup
 # the stack runs the debug build the unit tests already made.
 test-integration: setup
 	cargo build --bins -p cob-coordinator -p cob-partition -p cob-aggregate
-	$(PY) localstack/tally_local.py up --debug-build --parameter-overrides FaultInjection=enabled
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --parameter-overrides FaultInjection=enabled
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
 	  $(LOCAL_ENV) cargo test -p tally-integration-tests -- --ignored --test-threads=1
 
@@ -82,5 +82,5 @@ bench-kernel:
 	cargo bench -p tally-domain --bench accrual_kernel
 
 bench-local: setup build
-	$(PY) localstack/tally_local.py up
+	$(PY) localstack/tally_local.py up --no-reload
 	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-cob

@@ -130,6 +130,9 @@ ECS_HANDLERS: dict[str, EcsHandler] = {}
 
 class GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+    # algorithm meets the client's delayed ACK and every response waits ~40 ms.
+    disable_nagle_algorithm = True
     server_version = "TallyGateway/1"
     config: Config = Config()
 

@@ -1,4 +1,4 @@
-use cob_aggregate::{aggregate_run, AggregateEvent, AggregateOutput};
+use cob_aggregate::{aggregate_run, AggregateEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tally_aws::{config, handler_error::HandlerError, publish::AwsPublisher};
 
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
             let event: AggregateEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("aggregate event: {e}")))?;
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            Ok::<AggregateOutput, HandlerError>(aggregate_run(publisher, event, &now).await?)
+            aggregate_run(publisher, event, &now).await
         },
     ))
     .await

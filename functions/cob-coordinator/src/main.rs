@@ -1,7 +1,6 @@
 use cob_coordinator::{plan, Config, CoordinatorEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tally_aws::{config, dynamo::DynamoBook, handler_error::HandlerError};
-use tally_domain::cob::Plan;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -19,7 +18,7 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let event: CoordinatorEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("coordinator event: {e}")))?;
-            Ok::<Plan, HandlerError>(plan(book, cfg, event, chrono::Utc::now()).await?)
+            plan(book, cfg, event, chrono::Utc::now()).await
         },
     ))
     .await

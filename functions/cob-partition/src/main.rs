@@ -3,7 +3,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tally_aws::config;
 use tally_aws::dynamo::{DynamoBook, DynamoFaultSwitch};
 use tally_aws::handler_error::HandlerError;
-use tally_domain::cob::{PartitionResult, PartitionTask};
+use tally_domain::cob::PartitionTask;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
                 ),
                 Err(e) => tracing::error!(error = e.name, message = %e.message, "partition failed"),
             }
-            Ok::<PartitionResult, HandlerError>(result?)
+            result
         },
     ))
     .await

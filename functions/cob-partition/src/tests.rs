@@ -13,12 +13,12 @@ fn account(i: usize) -> Account {
     let ccy = ["USD", "JPY", "BHD"][i % 3];
     Account {
         account_id: format!("ACC-{i:05}"),
-        product: if i % 2 == 0 {
+        product: if i.is_multiple_of(2) {
             Product::Savings
         } else {
             Product::Loan
         },
-        status: if i % 17 == 0 {
+        status: if i.is_multiple_of(17) {
             Status::Dormant
         } else {
             Status::Active
@@ -83,7 +83,7 @@ async fn clean(n: usize) -> (MemoryBook, PartitionResult) {
 #[tokio::test]
 async fn every_active_account_accrues_each_missing_day_once() {
     let (b, r) = clean(60).await;
-    let active = (0..60).filter(|i| i % 17 != 0).count() as u64;
+    let active = (0..60usize).filter(|i| !i.is_multiple_of(17)).count() as u64;
     assert_eq!(
         (r.accounts_seen, r.accounts_accrued, r.already_accrued),
         (active, active, 0)
@@ -91,7 +91,7 @@ async fn every_active_account_accrues_each_missing_day_once() {
     // Three days (18th, 19th, 20th) per active account, minus the zero postings.
     assert_eq!(r.postings_written + r.zero_postings_skipped, active * 3);
     assert_eq!(b.ledger().len() as u64, r.postings_written);
-    for i in (0..60).filter(|i| i % 17 != 0) {
+    for i in (0..60usize).filter(|i| !i.is_multiple_of(17)) {
         assert_eq!(
             b.account(&format!("ACC-{i:05}")).unwrap().accrued_through,
             Some(date("2026-11-20"))

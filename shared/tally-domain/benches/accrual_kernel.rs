@@ -21,7 +21,7 @@ fn book(n: usize, days_behind: u64, business_date: NaiveDate) -> Vec<Account> {
             },
             status: Status::Active,
             currency: ccys[i % ccys.len()],
-            balance: Decimal::new(1_000_00 + (i as i64 * 7919) % 9_000_000_00, 2),
+            balance: Decimal::new(100_000 + (i as i64 * 7919) % 900_000_000, 2),
             annual_rate: Decimal::new(1 + (i as i64 * 31) % 1200, 4),
             day_count: DayCount::ALL[i % 4],
             opened_on: NaiveDate::from_ymd_opt(2020, 1, 1).unwrap(),

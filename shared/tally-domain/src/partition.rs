@@ -38,7 +38,7 @@ pub fn partition_of(account_id: &str, partition_count: u32) -> u32 {
 pub struct BadPartitionCount(pub u32);
 
 pub fn check_partition_count(partition_count: u32) -> Result<u32, BadPartitionCount> {
-    if partition_count == 0 || COB_SHARD_COUNT % partition_count != 0 {
+    if partition_count == 0 || !COB_SHARD_COUNT.is_multiple_of(partition_count) {
         return Err(BadPartitionCount(partition_count));
     }
     Ok(partition_count)
