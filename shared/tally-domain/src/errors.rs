@@ -32,3 +32,75 @@ pub const LAMBDA_SERVICE: &[&str] = &[
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Every `Retry`/`Catch` of every state, nested Map processors included.
+    fn handlers<'a>(states: &'a Value, out: &mut Vec<(&'a str, &'a str, Vec<&'a str>)>) {
+        for (name, state) in states.as_object().expect("States is an object") {
+            for kind in ["Retry", "Catch"] {
+                for h in state[kind].as_array().into_iter().flatten() {
+                    let names = h["ErrorEquals"]
+                        .as_array()
+                        .expect("ErrorEquals")
+                        .iter()
+                        .map(|n| n.as_str().expect("error names are strings"))
+                        .collect();
+                    out.push((name.as_str(), kind, names));
+                }
+            }
+            for inner in [&state["ItemProcessor"], &state["Iterator"]] {
+                if inner.is_object() {
+                    handlers(&inner["States"], out);
+                }
+            }
+            for branch in state["Branches"].as_array().into_iter().flatten() {
+                handlers(&branch["States"], out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_name_in_the_state_machines_is_one_the_code_emits() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachines");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).expect("statemachines/") {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            files += 1;
+            let asl: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let mut found = Vec::new();
+            handlers(&asl["States"], &mut found);
+            assert!(
+                !found.is_empty(),
+                "{}: no Retry or Catch at all",
+                path.display()
+            );
+            for (state, kind, names) in found {
+                for n in names {
+                    let known =
+                        ALL.contains(&n) || LAMBDA_SERVICE.contains(&n) || n.starts_with("States.");
+                    assert!(
+                        known,
+                        "{}: {state} {kind} matches `{n}`, which no Tally function emits",
+                        path.display()
+                    );
+                    if kind == "Retry" {
+                        assert!(
+                            TRANSIENT.contains(&n) || LAMBDA_SERVICE.contains(&n),
+                            "{}: {state} retries `{n}`, which is not transient",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(files > 0, "no state machines found in {dir}");
+    }
+}
