@@ -12,11 +12,8 @@ use serde::Deserialize;
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::AccountBook;
-use tally_domain::cob::{Fault, Plan};
+use tally_domain::cob::{check_business_date, check_run_id, Fault, Plan};
 use tally_domain::partition::{check_partition_count, COB_SHARD_COUNT};
-
-/// Longest run id (the execution name): Step Functions allows 80 characters.
-pub const RUN_ID_LEN_MAX: usize = 80;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -88,13 +85,7 @@ pub fn business_date(
             ))
         }
     };
-    let latest = now.date_naive() + Days::new(1);
-    if date > latest {
-        return Err(HandlerError::invalid_input(format!(
-            "business_date {date} is after {latest}"
-        )));
-    }
-    Ok(date)
+    check_business_date(date, now.date_naive()).map_err(HandlerError::invalid_input)
 }
 
 pub async fn plan<B: AccountBook>(
@@ -104,11 +95,7 @@ pub async fn plan<B: AccountBook>(
     now: DateTime<Utc>,
 ) -> Result<Plan, HandlerError> {
     let run_id = event.execution_name;
-    if run_id.is_empty() || run_id.len() > RUN_ID_LEN_MAX {
-        return Err(HandlerError::invalid_input(format!(
-            "execution name must be 1–{RUN_ID_LEN_MAX} characters"
-        )));
-    }
+    check_run_id(&run_id).map_err(HandlerError::invalid_input)?;
     let date = business_date(&event.input, cfg.time_zone, now)?;
     let threshold = event
         .input

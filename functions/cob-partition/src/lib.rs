@@ -20,8 +20,10 @@ use tally_aws::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch};
 use tally_aws::retry::Backoff;
 use tally_aws::StoreError;
 use tally_domain::account::{Account, RunMark};
-use tally_domain::accrual::{accrue, first_day, DayAccrual};
-use tally_domain::cob::{PartitionResult, PartitionStatus, PartitionTask, Totals};
+use tally_domain::accrual::{accrue_limited, first_day, DayAccrual};
+use tally_domain::cob::{
+    check_business_date, check_run_id, PartitionResult, PartitionStatus, PartitionTask, Totals,
+};
 use tally_domain::ledger::LedgerEntry;
 use tally_domain::partition::{check_partition_count, shards_of};
 use tally_domain::{Decimal, NaiveDate};
@@ -70,9 +72,7 @@ impl Stats {
         self.already += o.already;
         self.postings += o.postings;
         self.zero_days += o.zero_days;
-        for t in o.totals.to_vec() {
-            self.totals.add(t.currency, t.amount, t.postings);
-        }
+        self.totals.merge(&o.totals.to_vec());
     }
 
     /// Counts an account that is accrued through the business date: what
@@ -103,8 +103,9 @@ pub fn plan_commit(
     if first_day(account, business_date).is_none() {
         return Ok(None);
     }
-    accrue(account, business_date, days).map_err(|e| HandlerError::invalid_input(e.to_string()))?;
-    let entries_max = TRANSACT_ITEMS_MAX - 1;
+    // At most one transaction's worth of postings (the account takes one item).
+    accrue_limited(account, business_date, days, TRANSACT_ITEMS_MAX - 1)
+        .map_err(|e| HandlerError::invalid_input(e.to_string()))?;
     let mut entries = Vec::new();
     let mut last = days[0];
     let mut zero_days = 0;
@@ -112,9 +113,6 @@ pub fn plan_commit(
         if d.posted.is_zero() {
             zero_days += 1;
         } else {
-            if entries.len() == entries_max {
-                break;
-            }
             entries.push(LedgerEntry::new(
                 &account.account_id,
                 account.product,
@@ -176,11 +174,26 @@ async fn process_page<B: AccountBook>(
     let mut days = Vec::new();
     let mut to_load = ids;
     let mut first_round = true;
+    // Accounts whose write failed its condition, as they were when computed.
+    let mut changed: std::collections::HashMap<String, Account> = std::collections::HashMap::new();
     for _round in 0..ROUNDS_MAX {
         if to_load.is_empty() {
             return Ok(stats);
         }
         let accounts = book.load(&to_load).await?;
+        for a in &accounts {
+            if changed
+                .remove(&a.account_id)
+                .is_some_and(|before| before == *a)
+            {
+                // Re-read unchanged, so the same condition would fail forever.
+                return Err(StoreError::Permanent(format!(
+                    "account {}: the write's condition fails on an unchanged account (stored state not in canonical form?)",
+                    a.account_id
+                ))
+                .into());
+            }
+        }
         let mut commits = Vec::new();
         for a in accounts
             .iter()
@@ -215,8 +228,10 @@ async fn process_page<B: AccountBook>(
                                 }
                                 // Re-read: the new state tells whether more days remain,
                                 // and counts this run's postings exactly once.
-                                CommitOutcome::Committed | CommitOutcome::AccountChanged => {
-                                    to_load.push(c.before.account_id)
+                                CommitOutcome::Committed => to_load.push(c.before.account_id),
+                                CommitOutcome::AccountChanged => {
+                                    to_load.push(c.before.account_id.clone());
+                                    changed.insert(c.before.account_id.clone(), c.before);
                                 }
                                 CommitOutcome::NotApplied => retry.push(c),
                             }
@@ -262,11 +277,9 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(
             task.partition, task.partition_count
         )));
     }
-    if task.run_id.is_empty() || task.run_id.len() > 128 {
-        return Err(HandlerError::invalid_input(
-            "run_id must be 1–128 characters",
-        ));
-    }
+    check_run_id(&task.run_id).map_err(HandlerError::invalid_input)?;
+    check_business_date(task.business_date, chrono::Utc::now().date_naive())
+        .map_err(HandlerError::invalid_input)?;
     let fault = task
         .fault
         .clone()

@@ -270,3 +270,49 @@ fn the_sample_event_is_a_valid_task() {
         serde_json::from_str(include_str!("../../../events/cob-partition/partition.json")).unwrap();
     assert!(t.partition < t.partition_count);
 }
+
+/// A book whose conditional write always fails although the account never
+/// changes, as a stored value in a non-canonical form would make it.
+struct StuckBook(MemoryBook);
+
+impl AccountBook for StuckBook {
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        self.0.count_active().await
+    }
+    async fn active_ids(
+        &self,
+        shard: u32,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<tally_aws::ports::IdPage, StoreError> {
+        self.0.active_ids(shard, after, limit).await
+    }
+    async fn load(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
+        self.0.load(ids).await
+    }
+    async fn commit(&self, commits: &[AccountCommit]) -> Result<Vec<CommitOutcome>, StoreError> {
+        Ok(vec![CommitOutcome::AccountChanged; commits.len()])
+    }
+}
+
+#[tokio::test]
+async fn a_condition_that_can_never_pass_is_a_permanent_error_not_a_retry() {
+    let b = StuckBook(book(5));
+    let e = run(&b, &MemoryFaults::default(), &cfg(), task("r", 0, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.name, "StoreError", "{e}");
+}
+
+#[tokio::test]
+async fn a_business_date_after_tomorrow_is_refused() {
+    let mut t = task("r", 0, 1);
+    t.business_date = date("2999-01-01");
+    assert_eq!(
+        run(&book(1), &MemoryFaults::default(), &cfg(), t)
+            .await
+            .unwrap_err()
+            .name,
+        "InvalidInput"
+    );
+}

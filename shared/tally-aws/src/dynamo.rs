@@ -211,7 +211,12 @@ impl DynamoBook {
 
     fn account_update(&self, c: &AccountCommit) -> Result<TransactWriteItem, StoreError> {
         let before = &c.before;
-        let mut condition = String::from("#status = :active AND balance = :balance AND annual_rate = :rate AND residual = :old_residual AND ");
+        // Every field the postings were computed from: a re-import that changed
+        // any of them between the read and this write makes the write fail.
+        let mut condition = String::from(
+            "#status = :active AND balance = :balance AND annual_rate = :rate AND residual = :old_residual \
+             AND currency = :currency AND product = :product AND day_count = :day_count AND opened_on = :opened_on AND ",
+        );
         let mut update = Update::builder()
             .table_name(&self.accounts_table)
             .key("account_id", s(&before.account_id))
@@ -221,6 +226,10 @@ impl DynamoBook {
             .expression_attribute_values(":balance", s(before.balance.to_string()))
             .expression_attribute_values(":rate", s(before.annual_rate.to_string()))
             .expression_attribute_values(":old_residual", s(before.residual.to_string()))
+            .expression_attribute_values(":currency", s(before.currency.code()))
+            .expression_attribute_values(":product", s(before.product.as_str()))
+            .expression_attribute_values(":day_count", s(before.day_count.as_str()))
+            .expression_attribute_values(":opened_on", s(before.opened_on.to_string()))
             .expression_attribute_values(":through", s(c.accrued_through.to_string()))
             .expression_attribute_values(":residual", s(c.residual.to_string()))
             .expression_attribute_values(":run", s(&c.mark.run_id))
@@ -522,19 +531,49 @@ impl AccountBook for DynamoBook {
             }
             _ => return Err(classify("TransactWriteItems", err)),
         };
-        let failed = |code: &Option<String>| code.as_deref() == Some("ConditionalCheckFailed");
+        let is = |code: &Option<String>, want: &str| code.as_deref() == Some(want);
+        // Reasons that mean "this item was fine; the transaction was cancelled
+        // for another reason": the commit may be sent again.
+        let retryable = |code: &Option<String>| {
+            matches!(
+                code.as_deref(),
+                None | Some(
+                    "None"
+                        | "TransactionConflict"
+                        | "ThrottlingError"
+                        | "ProvisionedThroughputExceeded"
+                )
+            )
+        };
         let mut outcomes = Vec::with_capacity(commits.len());
         let mut at = 0;
         for c in commits {
             let own = reasons.get(at..at + c.items()).unwrap_or(&[]);
             at += c.items();
-            if own.first().is_some_and(failed) {
+            let account = own.first().cloned().flatten();
+            if is(&account, "ConditionalCheckFailed") {
                 outcomes.push(CommitOutcome::AccountChanged);
-            } else if own.iter().skip(1).any(failed) {
-                let e = &c.entries[own.iter().skip(1).position(failed).unwrap_or(0)];
+            } else if let Some(bad) = own
+                .iter()
+                .find(|r| !retryable(r) && !is(r, "ConditionalCheckFailed"))
+            {
+                return Err(StoreError::Permanent(format!(
+                    "TransactWriteItems refused account {}: {:?}",
+                    c.before.account_id, bad
+                )));
+            } else if matches!(account.as_deref(), None | Some("None"))
+                && own.iter().skip(1).any(|r| is(r, "ConditionalCheckFailed"))
+            {
+                // The account's own condition held, yet an entry for a day it
+                // says is not accrued exists: the two have diverged.
+                let i = own
+                    .iter()
+                    .skip(1)
+                    .position(|r| is(r, "ConditionalCheckFailed"))
+                    .unwrap_or(0);
                 return Err(StoreError::Inconsistent(format!(
                     "account {} is accrued through {:?} but a ledger entry for {} already exists",
-                    c.before.account_id, c.before.accrued_through, e.accrual_date
+                    c.before.account_id, c.before.accrued_through, c.entries[i].accrual_date
                 )));
             } else {
                 outcomes.push(CommitOutcome::NotApplied);

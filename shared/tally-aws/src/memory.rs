@@ -121,6 +121,10 @@ impl AccountBook for MemoryBook {
                     && a.annual_rate == c.before.annual_rate
                     && a.accrued_through == c.before.accrued_through
                     && a.residual == c.before.residual
+                    && a.currency == c.before.currency
+                    && a.product == c.before.product
+                    && a.day_count == c.before.day_count
+                    && a.opened_on == c.before.opened_on
             })
         };
         let outcomes: Vec<CommitOutcome> = commits

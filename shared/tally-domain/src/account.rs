@@ -134,6 +134,11 @@ struct RawAccount {
     accrued_through: Option<String>,
 }
 
+/// Dates outside this range are refused at import: they are typing errors,
+/// and an opening date centuries back would make a catch-up of that length.
+pub const DATE_MIN: &str = "1900-01-01";
+pub const DATE_MAX: &str = "2199-12-31";
+
 fn parse_date(s: &str) -> Option<NaiveDate> {
     // Exactly YYYY-MM-DD: chrono alone would also take `2026-1-5`.
     let b = s.as_bytes();
@@ -146,7 +151,9 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
     if !shape {
         return None;
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| (DATE_MIN..=DATE_MAX).contains(&s))
 }
 
 /// Parses and validates one JSON Lines record. `line` is 1-based, for errors.
@@ -211,7 +218,10 @@ pub fn parse_account_line(text: &str, line: usize) -> Result<Account, ImportErro
     let opened_on = parse_date(&raw.opened_on).ok_or_else(|| {
         err(
             Some("opened_on"),
-            format!("`{}` is not a date YYYY-MM-DD", raw.opened_on),
+            format!(
+                "`{}` is not a date YYYY-MM-DD between {DATE_MIN} and {DATE_MAX}",
+                raw.opened_on
+            ),
         )
     })?;
     let accrued_through = match raw.accrued_through.as_deref() {
@@ -219,7 +229,9 @@ pub fn parse_account_line(text: &str, line: usize) -> Result<Account, ImportErro
         Some(s) => Some(parse_date(s).ok_or_else(|| {
             err(
                 Some("accrued_through"),
-                format!("`{s}` is not a date YYYY-MM-DD or null"),
+                format!(
+                    "`{s}` is not a date YYYY-MM-DD between {DATE_MIN} and {DATE_MAX}, or null"
+                ),
             )
         })?),
     };
@@ -318,6 +330,8 @@ mod tests {
             ("day_count", r#""ACT/365""#),
             ("opened_on", r#""2026-02-30""#),
             ("opened_on", r#""2026-2-3""#),
+            ("opened_on", r#""0001-01-01""#),
+            ("accrued_through", r#""9999-12-31""#),
             ("accrued_through", r#""yesterday""#),
         ];
         for (field, value) in cases {

@@ -52,7 +52,20 @@ pub fn accrue(
     business_date: NaiveDate,
     out: &mut Vec<DayAccrual>,
 ) -> Result<(), AccrualError> {
+    accrue_limited(account, business_date, out, usize::MAX)
+}
+
+/// [`accrue`], stopping after the day that brings the non-zero postings to
+/// `postings_max`: the days that fit one atomic commit, so the work of a
+/// round is bounded however long the catch-up.
+pub fn accrue_limited(
+    account: &Account,
+    business_date: NaiveDate,
+    out: &mut Vec<DayAccrual>,
+    postings_max: usize,
+) -> Result<(), AccrualError> {
     out.clear();
+    let mut postings = 0usize;
     let Some(first) = first_day(account, business_date) else {
         return Ok(());
     };
@@ -99,7 +112,8 @@ pub fn accrue(
             posted,
             residual,
         });
-        if day == business_date {
+        postings += usize::from(!posted.is_zero());
+        if day == business_date || postings == postings_max {
             return Ok(());
         }
         day = day
@@ -301,6 +315,18 @@ mod tests {
             a.status = s;
             assert!(run(&a, "2026-11-20").is_empty());
         }
+    }
+
+    #[test]
+    fn a_limited_accrual_stops_after_the_last_posting_that_fits() {
+        let mut a = account("USD", "2500.00", "0.0425", DayCount::Act365F);
+        a.accrued_through = Some(date("2026-11-10"));
+        let mut out = Vec::new();
+        accrue_limited(&a, date("2026-11-20"), &mut out, 3).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].date, date("2026-11-13"));
+        // The limited prefix is exactly the start of the full accrual.
+        assert_eq!(out[..], run(&a, "2026-11-20")[..3]);
     }
 
     #[test]

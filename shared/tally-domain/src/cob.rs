@@ -14,6 +14,25 @@ pub const COMPLETED_DETAIL_TYPE: &str = "accrual_run_completed";
 pub const FAILED_DETAIL_TYPE: &str = "accrual_run_failed";
 pub const EVENT_SOURCE: &str = "bank.core";
 pub const SCHEMA_VERSION: &str = "2";
+/// Longest run id (the execution name): Step Functions allows 80 characters.
+pub const RUN_ID_LEN_MAX: usize = 80;
+
+/// A COB may run for any past date (catch-up) but never after tomorrow (UTC
+/// today + 1, for time zones ahead of UTC): that would post future interest.
+pub fn check_business_date(date: NaiveDate, today_utc: NaiveDate) -> Result<NaiveDate, String> {
+    let latest = today_utc + chrono::Days::new(1);
+    if date > latest {
+        return Err(format!("business_date {date} is after {latest}"));
+    }
+    Ok(date)
+}
+
+pub fn check_run_id(run_id: &str) -> Result<&str, String> {
+    if run_id.is_empty() || run_id.len() > RUN_ID_LEN_MAX {
+        return Err(format!("run id must be 1–{RUN_ID_LEN_MAX} characters"));
+    }
+    Ok(run_id)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -129,12 +148,11 @@ impl Totals {
             .collect()
     }
 
-    pub fn from_slice(v: &[CurrencyTotal]) -> Totals {
-        let mut t = Totals::default();
+    /// Adds every total of `v`.
+    pub fn merge(&mut self, v: &[CurrencyTotal]) {
         for c in v {
-            t.add(c.currency, c.amount, c.postings);
+            self.add(c.currency, c.amount, c.postings);
         }
-        t
     }
 }
 
@@ -290,9 +308,7 @@ pub fn aggregate(
     }
     let mut totals = Totals::default();
     for r in results {
-        for t in &r.totals {
-            totals.add(t.currency, t.amount, t.postings);
-        }
+        totals.merge(&r.totals);
     }
     Ok(Outcome::Completed(RunCompleted {
         schema_version: SCHEMA_VERSION.into(),
