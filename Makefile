@@ -83,4 +83,4 @@ bench-kernel:
 
 bench-local: setup build
 	$(PY) localstack/tally_local.py up --no-reload
-	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-cob
+	$(LOCAL_ENV) TALLY_RUN_WAIT_SECS=3600 cargo run --release -p tally-integration-tests --bin bench-cob

@@ -445,20 +445,36 @@ def test_gsi_queries_answer_as_plain_moto_through_every_kind_of_write(patched, u
             assert a2 == b2
 
 
-def test_a_gsi_query_does_not_walk_the_table(patched, unpatched):
-    """Functional guard that the query patch is active (not a product benchmark)."""
-    name = "gsi_speed"
-    timings = []
-    for endpoint in (patched, unpatched):
-        c = client(endpoint)
-        _gsi_table(c, name)
-        items = [{"PutRequest": {"Item": {"id": {"S": f"a{i:06}"}, "sh": {"N": str(i % 500)}}}} for i in range(20_000)]
-        for k in range(0, len(items), 25):
-            c.batch_write_item(RequestItems={name: items[k:k + 25]})
-        _gsi_query(c, name, 1)  # builds the patched side's map once
-        started = time.perf_counter()
-        for s in range(20):
-            assert _gsi_query(c, name, s)[2] == 40
-        timings.append((time.perf_counter() - started) / 20)
-    print(f"GSI query at 20,000 items: patched {timings[0] * 1000:.1f} ms, plain {timings[1] * 1000:.1f} ms")
-    assert timings[0] * 3 < timings[1]
+def test_a_gsi_query_does_not_walk_the_table(monkeypatch):
+    """Deterministic guard that the query patch is active: in-process moto with
+    the patch applied, counting walks of the whole table."""
+    import importlib.util
+    from moto import mock_aws
+
+    spec = importlib.util.spec_from_file_location("moto_launcher_under_test", LAUNCHER)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    launcher.apply_patch()
+    walks = []
+    original = launcher._ORIGINAL_ALL_ITEMS
+    monkeypatch.setattr(launcher, "_ORIGINAL_ALL_ITEMS", lambda table: walks.append(1) or original(table))
+    with mock_aws():
+        c = boto3.client("dynamodb", region_name=REGION)
+        _gsi_table(c, "gsi_walks")
+        for k in range(0, 500, 25):
+            c.batch_write_item(RequestItems={"gsi_walks": [
+                {"PutRequest": {"Item": {"id": {"S": f"a{i:04}"}, "sh": {"N": str(i % 50)}}}} for i in range(k, k + 25)]})
+        assert _gsi_query(c, "gsi_walks", 1)[2] == 10
+        assert len(walks) == 1, "the first query builds the map with one walk"
+        for s in range(50):
+            assert _gsi_query(c, "gsi_walks", s)[2] == 10
+        # Updates that leave the index key alone keep the map.
+        c.update_item(TableName="gsi_walks", Key={"id": {"S": "a0001"}}, UpdateExpression="SET v = :v",
+                      ExpressionAttributeValues={":v": {"N": "1"}})
+        assert _gsi_query(c, "gsi_walks", 1)[2] == 10
+        assert len(walks) == 1, f"queries walked the table {len(walks) - 1} more times"
+        # Moving an item to another index key rebuilds it, once.
+        c.update_item(TableName="gsi_walks", Key={"id": {"S": "a0001"}}, UpdateExpression="SET sh = :s",
+                      ExpressionAttributeValues={":s": {"N": "2"}})
+        assert (_gsi_query(c, "gsi_walks", 1)[2], _gsi_query(c, "gsi_walks", 2)[2]) == (9, 11)
+        assert len(walks) == 2

@@ -175,8 +175,13 @@ impl Env {
         Ok((run_id, arn))
     }
 
+    /// Waits for a run: up to `TALLY_RUN_WAIT_SECS` (default 600) seconds.
     pub async fn wait(&self, arn: &str) -> Result<RunStatus> {
-        runs::wait(&self.sfn, arn, Duration::from_secs(600), |_, _| {}).await
+        let secs = std::env::var("TALLY_RUN_WAIT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600);
+        runs::wait(&self.sfn, arn, Duration::from_secs(secs), |_, _| {}).await
     }
 
     /// Runs the COB for `date` through the state machine and requires success.
