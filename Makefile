@@ -73,7 +73,7 @@ test-integration: setup
 	cargo build --bins -p cob-coordinator -p cob-partition -p cob-aggregate
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --parameter-overrides FaultInjection=enabled
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
-	  $(LOCAL_ENV) cargo test -p tally-integration-tests -- --ignored --test-threads=1
+	  $(LOCAL_ENV) cargo test -p tally-integration-tests --test cob -- --ignored --test-threads=1
 
 ## bench: the kernel on one core (criterion) and the local end-to-end figures
 bench: bench-kernel bench-local
