@@ -279,7 +279,7 @@ def serializable_transact_write_items(self: DynamoDBBackend, transact_items: lis
 # time, and moto's own query code then runs over just those candidates, so the
 # results (order, paging, filters, projections) are moto's.
 
-from moto.dynamodb.models.dynamo_type import DynamoType  # noqa: E402
+from moto.dynamodb.models.dynamo_type import DynamoType, Item  # noqa: E402
 from moto.dynamodb.models.table import Table  # noqa: E402
 
 _ORIGINAL_QUERY = Table.query
@@ -300,6 +300,15 @@ def _index_hash_attr(table: Table, index_name: str) -> str | None:
         if index.name == index_name:
             hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
             return hashes[0] if len(hashes) == 1 else None
+    return None
+
+
+def _keys_only(table: Table, index_name: str) -> list[str] | None:
+    """The attributes a KEYS_ONLY index holds (table and index keys), else None."""
+    for index in table.global_indexes:
+        if index.name == index_name and (index.projection or {}).get("ProjectionType") == "KEYS_ONLY":
+            keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+            return keys + [k["AttributeName"] for k in index.schema if k["AttributeName"] not in keys]
     return None
 
 
@@ -325,6 +334,13 @@ def _candidates(table: Table, index_name: str, attr: str, value: DynamoType) -> 
         v = current.attrs.get(attr)  # DynamoType.__eq__ cannot take None
         if v is not None and v == value:
             out.append(current)
+    keys = _keys_only(table, index_name)
+    if keys is not None:
+        # A KEYS_ONLY index holds just the keys: hand moto index entries, not
+        # whole items, so it copies (and filters, and sizes pages by) what
+        # DynamoDB's index would hold.
+        out = [Item(hash_key=i.hash_key, range_key=i.range_key,
+                    attrs={k: i.attrs[k].to_json() for k in keys if k in i.attrs}) for i in out]
     return out
 
 
