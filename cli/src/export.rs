@@ -5,9 +5,6 @@ use std::io::Write;
 use tally_aws::dynamo::DynamoBook;
 use tally_domain::NaiveDate;
 
-/// Entries read per `Scan` page.
-pub const EXPORT_PAGE_ITEMS: i32 = 500;
-
 /// Writes every ledger entry (of `date`, if given) to `out`, one JSON object
 /// a line, in storage order. Returns the number written.
 pub async fn export(
@@ -18,7 +15,7 @@ pub async fn export(
     let mut start = None;
     let mut n = 0;
     loop {
-        let (entries, next) = book.ledger_page(date, start, EXPORT_PAGE_ITEMS).await?;
+        let (entries, next) = book.ledger_page(date, start).await?;
         for e in entries {
             serde_json::to_writer(&mut *out, &e.export_line())?;
             out.write_all(b"\n")?;

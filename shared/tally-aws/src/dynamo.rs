@@ -346,17 +346,16 @@ impl DynamoBook {
     }
 
     /// One page of the ledger (a `Scan`), optionally only one accrual date.
+    /// A page is what DynamoDB returns at most: 1 MB, about 4,500 entries.
     pub async fn ledger_page(
         &self,
         date: Option<NaiveDate>,
         start: Option<Item>,
-        limit: i32,
     ) -> Result<(Vec<LedgerEntry>, Option<Item>), StoreError> {
         let mut req = self
             .client
             .scan()
             .table_name(&self.ledger_table)
-            .limit(limit)
             .set_exclusive_start_key(start);
         if let Some(d) = date {
             req = req

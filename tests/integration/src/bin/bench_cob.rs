@@ -311,6 +311,14 @@ async fn main() -> Result<()> {
         processed as f64 / secs / raw
     );
 
+    let t = Instant::now();
+    let mut sink = std::io::sink();
+    let exported = tally_cli::export::export(&env.book, Some(d), &mut sink).await?;
+    println!(
+        "ledger export: {exported} entries in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
     println!("== partition engine peak memory (VmHWM of this process; a synthetic book keeps nothing, so growth is the engine's)");
     for n in [10_000, 100_000, 1_000_000] {
         let (before, peak, secs) = partition_peak_kb(n).await?;
