@@ -72,7 +72,7 @@ impl Stats {
         self.already += o.already;
         self.postings += o.postings;
         self.zero_days += o.zero_days;
-        self.totals.merge(&o.totals.to_vec());
+        self.totals.absorb(o.totals);
     }
 
     /// Counts an account that is accrued through the business date: what

@@ -205,10 +205,6 @@ impl DynamoBook {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn account_update(&self, c: &AccountCommit) -> Result<TransactWriteItem, StoreError> {
         let before = &c.before;
         // Every field the postings were computed from: a re-import that changed
@@ -370,19 +366,6 @@ impl DynamoBook {
             .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
         Ok((entries, next))
-    }
-
-    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.accounts_table)
-            .key("account_id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem(account)", e))?;
-        out.item().map(account_from_item).transpose()
     }
 }
 

@@ -148,6 +148,13 @@ impl Totals {
             .collect()
     }
 
+    /// Adds every total of `other`.
+    pub fn absorb(&mut self, other: Totals) {
+        for (c, (amount, postings)) in other.0 {
+            self.add(c, amount, postings);
+        }
+    }
+
     /// Adds every total of `v`.
     pub fn merge(&mut self, v: &[CurrencyTotal]) {
         for c in v {
