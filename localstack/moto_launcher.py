@@ -140,7 +140,11 @@ class _UndoLog:
 
 def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
     # Body of moto 5.2.5 DynamoDBBackend.transact_write_items; only the lines marked
-    # PATCH differ (the table deepcopy and the two table-restoring rollbacks).
+    # PATCH differ: the table deepcopy, the two table-restoring rollbacks, and the
+    # condition passed on to put/update/delete_item. moto evaluated each item's
+    # condition twice, here and again inside the write; the transaction lock
+    # (below) means nothing can change the item in between, so the second
+    # evaluation (a second parse of the expression) is dropped.
     if len(transact_items) > 100:
         raise TooManyTransactionsException()
     # PATCH: instead of `original_table_state[name] = copy.deepcopy(self.tables[name])`
@@ -216,7 +220,7 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
                 self.put_item(
                     table_name,
                     attrs,
-                    condition_expression=condition_expression,
+                    condition_expression=None,  # PATCH: checked above, under the lock
                     expression_attribute_names=expression_attribute_names,
                     expression_attribute_values=expression_attribute_values,
                 )
@@ -224,7 +228,7 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
                 self.delete_item(
                     table_name,
                     key,
-                    condition_expression=condition_expression,
+                    condition_expression=None,  # PATCH: checked above, under the lock
                     expression_attribute_names=expression_attribute_names,
                     expression_attribute_values=expression_attribute_values,
                 )
@@ -234,7 +238,7 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
                     table_name,
                     key,
                     update_expression=update_expression,
-                    condition_expression=condition_expression,
+                    condition_expression=None,  # PATCH: checked above, under the lock
                     expression_attribute_names=expression_attribute_names,
                     expression_attribute_values=expression_attribute_values,
                 )
@@ -410,6 +414,103 @@ def _rollback(self: "_UndoLog") -> None:
             _bump(table)
 
 
+# ---------------------------------------------------------------------------
+# Per-request costs that are moto's, not DynamoDB's. Profiled (py-spy) during
+# a local COB, moto spent about a third of its time on work whose result
+# depends only on the expression text or on nothing at all:
+# - parsing the same UpdateExpression twice per item (the transaction handler
+#   and update_item), and lexing the same ConditionExpression per item;
+# - listing its own package directory (hundreds of isdir calls) per request,
+#   to route the request to a service;
+# - writing an access-log line per request through werkzeug's logger.
+# The caches below are keyed by the exact expression text and hand back what
+# moto would have built: the update AST is never mutated by moto (its
+# validator deep-copies it first), and lexed condition tokens are leaves that
+# are copied on the way out. Set TALLY_MOTO_ACCESS_LOG=1 to keep the log.
+
+import collections  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from moto import backends as _moto_backends  # noqa: E402
+from moto.dynamodb.comparisons import ConditionExpressionParser  # noqa: E402
+from moto.dynamodb.parsing import expressions as _update_expressions  # noqa: E402
+
+_EXPRESSION_CACHE_MAX = 1024
+_ORIGINAL_UPDATE_MAKE = _update_expressions.UpdateExpressionParser.make
+_ORIGINAL_LEX = ConditionExpressionParser._lex_condition_expression
+_ORIGINAL_LIST_MODULES = _moto_backends.list_of_moto_modules
+
+
+@functools.lru_cache(maxsize=_EXPRESSION_CACHE_MAX)
+def _update_ast(expression: str):
+    return _ORIGINAL_UPDATE_MAKE(expression)
+
+
+def _make_update_ast(cls, expression_str: str):  # noqa: ARG001 -- classmethod shape
+    return _update_ast(expression_str)
+
+
+@functools.lru_cache(maxsize=_EXPRESSION_CACHE_MAX)
+def _condition_tokens(expression: str) -> tuple:
+    parser = ConditionExpressionParser(expression, {}, {})
+    return tuple(_ORIGINAL_LEX(parser))
+
+
+def _lex_condition_expression(self: ConditionExpressionParser):
+    # Token nodes are leaves (children == []); each caller gets its own list.
+    return collections.deque(n._replace(children=[]) for n in _condition_tokens(self.condition_expression))
+
+
+@functools.lru_cache(maxsize=1)
+def _moto_modules() -> tuple:
+    return tuple(_ORIGINAL_LIST_MODULES())
+
+
+def _list_of_moto_modules():
+    return iter(_moto_modules())
+
+
+# moto serialises every DynamoDB response by walking botocore's output shape
+# model member by member, which for a BatchGetItem of 100 items or a Query
+# page is most of the request's cost (a fifth of moto's CPU in a COB). For the
+# data-plane reads whose result is already plain JSON (no bytes: binary
+# attributes, no datetimes), the body is that JSON. Anything else, and any
+# result json cannot encode, goes through moto's serializer. A differential
+# test compares the two bodies item for item.
+import json  # noqa: E402
+
+from moto import settings as _moto_settings  # noqa: E402
+from moto.dynamodb.responses import DynamoResult  # noqa: E402
+
+_FAST_READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
+_ORIGINAL_EXECUTE_RESULT = DynamoResult.execute_result
+
+
+def _execute_result(self: DynamoResult, context: Any):
+    if (context.operation_model.name in _FAST_READS and isinstance(self.result, dict)
+            and not _moto_settings.PRETTIFY_RESPONSES):
+        try:
+            body = json.dumps(self.result, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            return _ORIGINAL_EXECUTE_RESULT(self, context)
+        serializer = context.serializer_class(operation_model=context.operation_model,
+                                              pretty_print=False, value_picker=None)
+        headers = {"Content-Type": serializer._get_protocol_specific_content_type()}
+        return 200, headers, body
+    return _ORIGINAL_EXECUTE_RESULT(self, context)
+
+
+def apply_request_path_patches() -> None:
+    DynamoResult.execute_result = _execute_result  # type: ignore[method-assign]
+    _update_expressions.UpdateExpressionParser.make = classmethod(_make_update_ast)  # type: ignore[method-assign,assignment]
+    ConditionExpressionParser._lex_condition_expression = _lex_condition_expression  # type: ignore[method-assign]
+    _moto_backends.list_of_moto_modules = _list_of_moto_modules  # type: ignore[assignment]
+    if os.environ.get("TALLY_MOTO_ACCESS_LOG") != "1":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
 def apply_patch() -> None:
     """Replace DynamoDBBackend.transact_write_items and speed up GSI queries
     (idempotent). Fails on an unreviewed moto."""
@@ -429,6 +530,7 @@ def apply_patch() -> None:
     Table.delete_item = _delete_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
     _UndoLog.rollback = _rollback  # type: ignore[method-assign]
+    apply_request_path_patches()
 
 
 def main(argv: list[str] | None = None) -> None:
