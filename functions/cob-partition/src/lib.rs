@@ -11,7 +11,7 @@
 //! a page at a time from the shard index, and pages are processed as a
 //! bounded concurrent stream.
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::time::Instant;
 use tally_aws::config::{bounded, switch, ConfigError};
 use tally_aws::dynamo::TRANSACT_ITEMS_MAX;
@@ -31,6 +31,11 @@ use tally_domain::{Decimal, NaiveDate};
 /// Rounds of re-reading an account whose state moved under us (another run,
 /// or catch-up longer than one transaction) before giving up.
 const ROUNDS_MAX: u32 = 200;
+
+/// Transactions of one page committed at once. A page of 100 accounts is
+/// two to four transactions (100 items each); a page of long catch-ups can
+/// be up to 100. In flight per partition: this × `write_concurrency`.
+pub const TRANSACTIONS_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -149,7 +154,7 @@ pub fn plan_commit(
 }
 
 /// Groups commits into transactions of at most [`TRANSACT_ITEMS_MAX`] items.
-fn transactions(commits: Vec<AccountCommit>) -> Vec<Vec<AccountCommit>> {
+pub fn transactions(commits: Vec<AccountCommit>) -> Vec<Vec<AccountCommit>> {
     let mut out: Vec<Vec<AccountCommit>> = Vec::new();
     let mut items = 0;
     for c in commits {
@@ -214,8 +219,15 @@ async fn process_page<B: AccountBook>(
         while !commits.is_empty() {
             let mut retry = Vec::new();
             let mut transient: Option<StoreError> = None;
-            for group in transactions(std::mem::take(&mut commits)) {
-                match book.commit(&group).await {
+            let groups = transactions(std::mem::take(&mut commits));
+            let mut results = std::pin::pin!(futures::stream::iter(groups)
+                .map(|group| async move {
+                    let r = book.commit(&group).await;
+                    (group, r)
+                })
+                .buffered(TRANSACTIONS_IN_FLIGHT));
+            while let Some((group, result)) = results.next().await {
+                match result {
                     Ok(outcomes) => {
                         for (c, o) in group.into_iter().zip(outcomes) {
                             match o {
