@@ -11,6 +11,7 @@
 //! - [`ledger`]: ledger entries and their export lines.
 //! - [`partition`]: the stable account-id hash, shards and buckets.
 //! - [`cob`]: plan, partition results, aggregation, published events.
+//! - [`recon`]: settlement reconciliation: parsing, matching, rollup.
 //! - [`errors`]: the stable error names the state machine matches.
 
 pub mod account;
@@ -22,6 +23,7 @@ pub mod errors;
 pub mod ledger;
 pub mod money;
 pub mod partition;
+pub mod recon;
 
 pub use chrono::NaiveDate;
 pub use rust_decimal::Decimal;
