@@ -305,40 +305,11 @@ impl DynamoBook {
     pub async fn batch_write(
         &self,
         table: &str,
-        mut pending: Vec<WriteRequest>,
+        pending: Vec<WriteRequest>,
     ) -> Result<(), StoreError> {
-        for attempt in 1..=self.backoff.attempts_max {
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(table, pending.clone())
-                .send()
-                .await;
-            match out {
-                Ok(out) => {
-                    pending = out
-                        .unprocessed_items()
-                        .and_then(|m| m.get(table))
-                        .cloned()
-                        .unwrap_or_default();
-                    if pending.is_empty() {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    let e = classify("BatchWriteItem", e);
-                    if !e.is_transient() {
-                        return Err(e);
-                    }
-                }
-            }
-            self.backoff.sleep(attempt).await;
-        }
-        Err(StoreError::Transient(format!(
-            "BatchWriteItem: {} items still unprocessed after {} attempts",
-            pending.len(),
-            self.backoff.attempts_max
-        )))
+        batch_write_all(&self.client, table, pending, self.backoff)
+            .await
+            .map(|_| ())
     }
 
     /// One page of the ledger (a `Scan`), optionally only one accrual date.
@@ -603,4 +574,50 @@ impl FaultSwitch for DynamoFaultSwitch {
             Err(e) => Err(classify("UpdateItem(fault)", e)),
         }
     }
+}
+
+/// One `BatchWriteItem` of at most 25 requests, carried to the end: only the
+/// items DynamoDB returns as `UnprocessedItems` are sent again, and a
+/// throttled or failed call (transient errors only) is repeated, each time
+/// after a full-jitter backoff, at most `backoff.attempts_max` calls in all.
+/// Returns the number of retries it took.
+pub async fn batch_write_all(
+    client: &Client,
+    table: &str,
+    mut pending: Vec<WriteRequest>,
+    backoff: Backoff,
+) -> Result<u32, StoreError> {
+    for attempt in 1..=backoff.attempts_max {
+        let out = client
+            .batch_write_item()
+            .request_items(table, pending.clone())
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(table))
+                    .cloned()
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    return Ok(attempt - 1);
+                }
+            }
+            Err(e) => {
+                let e = classify("BatchWriteItem", e);
+                if !e.is_transient() {
+                    return Err(e);
+                }
+            }
+        }
+        if attempt < backoff.attempts_max {
+            backoff.sleep(attempt).await;
+        }
+    }
+    Err(StoreError::Transient(format!(
+        "BatchWriteItem: {} items still unprocessed after {} attempts",
+        pending.len(),
+        backoff.attempts_max
+    )))
 }

@@ -6,6 +6,7 @@
 //! - [`ports`]: the narrow traits handlers take, with their contracts.
 //! - [`dynamo`]: the account book, ledger and fault switch in DynamoDB.
 //! - [`publish`]: EventBridge events and SNS alarms.
+//! - [`recon`]: landed objects (S3), reconciliation records and checkpoints (DynamoDB).
 //! - [`memory`]: in-memory ports for handler tests.
 //! - [`error`]: SDK errors classified into transient or permanent.
 //! - [`retry`]: bounded backoff with full jitter.
@@ -19,6 +20,7 @@ pub mod handler_error;
 pub mod memory;
 pub mod ports;
 pub mod publish;
+pub mod recon;
 pub mod retry;
 
 pub use error::StoreError;

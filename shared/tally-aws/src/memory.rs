@@ -234,3 +234,199 @@ impl Publisher for MemoryPublisher {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Reconciliation
+// ---------------------------------------------------------------------------
+
+use crate::ports::{Checkpoint, IngestProgress, ObjectRef, ObjectSource, RecordSink, StoredTxn};
+use tally_domain::recon::Side;
+
+/// An object's ETag and bytes.
+type StoredObject = (String, std::sync::Arc<Vec<u8>>);
+
+/// Landed objects in memory, by key, with their ETags.
+#[derive(Default)]
+pub struct MemoryObjects {
+    objects: Mutex<HashMap<String, StoredObject>>,
+    opens: Mutex<Vec<(String, u64)>>,
+}
+
+impl MemoryObjects {
+    /// Stores `bytes` under `key` and returns its reference (ETag: a hash of
+    /// the content, as S3's is for a single-part upload).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> ObjectRef {
+        let etag = format!("{:016x}", tally_domain::partition::fnv1a_64(&bytes));
+        let size_bytes = bytes.len() as u64;
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.into(), (etag.clone(), std::sync::Arc::new(bytes)));
+        ObjectRef {
+            bucket: "memory".into(),
+            key: key.into(),
+            etag,
+            size_bytes,
+        }
+    }
+
+    /// Every `open` so far: (key, offset).
+    pub fn opens(&self) -> Vec<(String, u64)> {
+        self.opens.lock().unwrap().clone()
+    }
+}
+
+impl ObjectSource for MemoryObjects {
+    type Reader = std::io::Cursor<ArcBytes>;
+    async fn open(&self, obj: &ObjectRef, offset: u64) -> Result<Self::Reader, StoreError> {
+        self.opens.lock().unwrap().push((obj.key.clone(), offset));
+        let objects = self.objects.lock().unwrap();
+        let (etag, bytes) = objects
+            .get(&obj.key)
+            .ok_or_else(|| StoreError::Permanent(format!("no object {}", obj.key)))?;
+        if *etag != obj.etag {
+            return Err(StoreError::Permanent(format!(
+                "{}: ETag is {etag}, expected {} (replaced mid-ingest)",
+                obj.key, obj.etag
+            )));
+        }
+        let mut c = std::io::Cursor::new(ArcBytes(bytes.clone()));
+        c.set_position(offset);
+        Ok(c)
+    }
+}
+
+/// Shared bytes that a `Cursor` can read.
+#[derive(Clone)]
+pub struct ArcBytes(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Records in memory, keyed like the table: (side, pk, transaction id).
+#[derive(Default)]
+pub struct MemoryRecords {
+    state: Mutex<RecordsState>,
+}
+
+#[derive(Default)]
+struct RecordsState {
+    records: BTreeMap<(String, String, String), StoredTxn>,
+    /// Puts received (records), duplicates included.
+    puts: u64,
+    /// Throttle: the next calls answered with some items unprocessed
+    /// (the first half of each batch written, the rest retried).
+    throttle_next_calls: u32,
+    throttled: u64,
+}
+
+impl MemoryRecords {
+    /// Makes the next `calls` batch writes come back partly unprocessed, as
+    /// DynamoDB does under throttling.
+    pub fn throttle_next(&self, calls: u32) {
+        self.state.lock().unwrap().throttle_next_calls = calls;
+    }
+
+    pub fn records(&self, side: Side) -> Vec<StoredTxn> {
+        let side = format!("{side:?}");
+        self.state
+            .lock()
+            .unwrap()
+            .records
+            .iter()
+            .filter(|((s, _, _), _)| *s == side)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Record puts received in all (a re-written record counts again).
+    pub fn puts(&self) -> u64 {
+        self.state.lock().unwrap().puts
+    }
+
+    pub fn throttled(&self) -> u64 {
+        self.state.lock().unwrap().throttled
+    }
+}
+
+impl RecordSink for MemoryRecords {
+    async fn put_records(&self, side: Side, records: &[StoredTxn]) -> Result<u32, StoreError> {
+        if records.len() > 25 {
+            return Err(StoreError::Permanent(format!(
+                "{} records in one batch (at most 25)",
+                records.len()
+            )));
+        }
+        let mut pending: Vec<&StoredTxn> = records.iter().collect();
+        let mut retries = 0;
+        while !pending.is_empty() {
+            let mut st = self.state.lock().unwrap();
+            let cut = if st.throttle_next_calls > 0 {
+                st.throttle_next_calls -= 1;
+                st.throttled += 1;
+                pending.len() / 2
+            } else {
+                pending.len()
+            };
+            for r in pending.drain(..cut) {
+                st.puts += 1;
+                st.records.insert(
+                    (
+                        format!("{side:?}"),
+                        r.pk.clone(),
+                        r.txn.transaction_id.clone(),
+                    ),
+                    r.clone(),
+                );
+            }
+            if !pending.is_empty() {
+                retries += 1;
+            }
+        }
+        Ok(retries)
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryProgress {
+    checkpoints: Mutex<HashMap<String, Checkpoint>>,
+}
+
+impl MemoryProgress {
+    pub fn get(&self, ingest_id: &str) -> Option<Checkpoint> {
+        self.checkpoints.lock().unwrap().get(ingest_id).copied()
+    }
+}
+
+impl IngestProgress for MemoryProgress {
+    async fn checkpoint(&self, ingest_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.get(ingest_id))
+    }
+    async fn save_checkpoint(&self, ingest_id: &str, cp: Checkpoint) -> Result<(), StoreError> {
+        let mut m = self.checkpoints.lock().unwrap();
+        let e = m.entry(ingest_id.into()).or_default();
+        if cp.records_applied >= e.records_applied && cp.offset_bytes >= e.offset_bytes {
+            *e = cp;
+        }
+        Ok(())
+    }
+}
+
+/// Rejected objects in memory: key → reason JSON.
+#[derive(Default)]
+pub struct MemoryQuarantine {
+    pub rejected: Mutex<BTreeMap<String, String>>,
+}
+
+impl crate::ports::Quarantine for MemoryQuarantine {
+    async fn reject(&self, obj: &ObjectRef, reason_json: &str) -> Result<(), StoreError> {
+        self.rejected
+            .lock()
+            .unwrap()
+            .insert(format!("rejected/{}", obj.key), reason_json.into());
+        Ok(())
+    }
+}

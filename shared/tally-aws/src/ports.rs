@@ -108,3 +108,94 @@ pub trait Publisher: Send + Sync {
         message: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+// ---------------------------------------------------------------------------
+// Settlement reconciliation
+// ---------------------------------------------------------------------------
+
+/// A landed object, pinned to one version of its content by its ETag.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub size_bytes: u64,
+}
+
+/// Reads landed objects as byte streams.
+pub trait ObjectSource: Send + Sync {
+    type Reader: tokio::io::AsyncBufRead + Unpin + Send;
+    /// The object's bytes from `offset` to the end, streamed (memory does not
+    /// grow with the object). Fails with a permanent error if the object's
+    /// ETag is no longer `obj.etag` (a new upload replaced it mid-ingest).
+    fn open(
+        &self,
+        obj: &ObjectRef,
+        offset: u64,
+    ) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
+}
+
+/// One normalised record as stored under `ProgramID#FileDate#ShardN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTxn {
+    /// `ProgramID#FileDate#ShardN`.
+    pub pk: String,
+    pub txn: tally_domain::recon::Txn,
+    /// The file line it came from (1-based).
+    pub line: u64,
+    /// Settlement: the file sequence; internal: the ingest's version.
+    pub version: u64,
+    /// Settlement only: the interchange fee (unsigned major units) and sign.
+    pub fee: Option<(Decimal, tally_domain::recon::Sign)>,
+}
+
+/// Where normalised records are written.
+pub trait RecordSink: Send + Sync {
+    /// Writes at most 25 records of one side as plain puts (an identical
+    /// record written twice is one record: idempotent). Only the items
+    /// DynamoDB leaves unprocessed, and throttled calls, are retried, with
+    /// bounded backoff and full jitter; returns how many retries it took.
+    fn put_records(
+        &self,
+        side: tally_domain::recon::Side,
+        records: &[StoredTxn],
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+}
+
+/// How far an ingest of one object version has applied its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Byte offset of the first line not yet applied.
+    pub offset_bytes: u64,
+    /// Line number of that line (1-based).
+    pub next_line: u64,
+    /// Records written so far.
+    pub records_applied: u64,
+}
+
+/// Progress records of ingests.
+pub trait IngestProgress: Send + Sync {
+    /// The last checkpoint of `ingest_id` (side, program, date and ETag), if any.
+    fn checkpoint(
+        &self,
+        ingest_id: &str,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
+    /// Saves `cp` unless a checkpoint at or beyond it is already stored
+    /// (checkpoints only move forward, whoever writes them).
+    fn save_checkpoint(
+        &self,
+        ingest_id: &str,
+        cp: Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where rejected files go.
+pub trait Quarantine: Send + Sync {
+    /// Copies the object under `rejected/<its key>` and writes the reason
+    /// (JSON) beside it as `rejected/<its key>.reason.json`. Idempotent.
+    fn reject(
+        &self,
+        obj: &ObjectRef,
+        reason_json: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

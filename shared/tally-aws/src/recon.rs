@@ -1,0 +1,307 @@
+//! Reconciliation adapters: landed objects in S3, normalised records and
+//! ingest checkpoints in DynamoDB.
+//!
+//! Records: one table per side (settlement, internal), each keyed
+//! `pk = ProgramID#FileDate#ShardN`, `sk = TransactionID`. Sharding the
+//! partition key spreads one program's heavy day over `RECON_SHARD_COUNT`
+//! DynamoDB partitions instead of one hot key. A record is written with a
+//! plain put: the same record written again is the same item, so every retry
+//! is idempotent; `version` (the settlement file sequence, or the internal
+//! records' version) tells a corrected file's records from the earlier one's.
+//!
+//! Checkpoints live in the reconciliation state table
+//! (`pk = INGEST#<ingest id>`, `sk = CHECKPOINT`) and only move forward: the
+//! write is conditioned on the stored `records_applied` not being ahead.
+
+use crate::dynamo::batch_write_all;
+use crate::error::{classify, StoreError};
+use crate::ports::{Checkpoint, IngestProgress, ObjectRef, ObjectSource, RecordSink, StoredTxn};
+use crate::retry::Backoff;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use std::collections::HashMap;
+use std::pin::Pin;
+use tally_domain::money::format_amount;
+use tally_domain::recon::{Side, Sign, Txn, TxnType};
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Landed objects in S3.
+#[derive(Clone)]
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Objects {
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        S3Objects { client }
+    }
+}
+
+pub type ObjectReader = Pin<Box<dyn tokio::io::AsyncBufRead + Send>>;
+
+impl ObjectSource for S3Objects {
+    type Reader = ObjectReader;
+    async fn open(&self, obj: &ObjectRef, offset: u64) -> Result<ObjectReader, StoreError> {
+        if offset >= obj.size_bytes {
+            return Ok(Box::pin(tokio::io::BufReader::new(tokio::io::empty())));
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .if_match(&obj.etag)
+            .range(format!("bytes={offset}-"))
+            .send()
+            .await
+            .map_err(|e| {
+                let precondition = e.raw_response().is_some_and(|r| r.status().as_u16() == 412);
+                let e = classify("GetObject", e);
+                if precondition {
+                    StoreError::Permanent(format!(
+                        "{}: no longer ETag {} (replaced mid-ingest): {e}",
+                        obj.key, obj.etag
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+}
+
+/// Normalised records in DynamoDB, one table per side.
+#[derive(Clone)]
+pub struct DynamoRecords {
+    client: aws_sdk_dynamodb::Client,
+    settlement_table: String,
+    internal_table: String,
+    backoff: Backoff,
+}
+
+impl DynamoRecords {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        settlement_table: impl Into<String>,
+        internal_table: impl Into<String>,
+    ) -> Self {
+        DynamoRecords {
+            client,
+            settlement_table: settlement_table.into(),
+            internal_table: internal_table.into(),
+            backoff: Backoff::DEFAULT,
+        }
+    }
+
+    pub fn table(&self, side: Side) -> &str {
+        match side {
+            Side::Settlement => &self.settlement_table,
+            Side::Internal => &self.internal_table,
+        }
+    }
+}
+
+/// The stored form of a record.
+pub fn record_item(r: &StoredTxn) -> Item {
+    let t = &r.txn;
+    let mut item: Item = [
+        ("pk", s(&r.pk)),
+        ("sk", s(&t.transaction_id)),
+        ("version", n(r.version)),
+        ("line", n(r.line)),
+        ("auth_code", s(&t.auth_code)),
+        ("masked_pan", s(&t.masked_pan)),
+        ("transaction_date", s(t.transaction_date.to_string())),
+        ("transaction_type", s(t.transaction_type.as_str())),
+        ("currency", s(t.currency.code())),
+        ("amount", s(format_amount(t.amount, t.currency))),
+        ("sign", s(t.sign.as_str())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some((fee, sign)) = r.fee {
+        item.insert("fee".into(), s(format_amount(fee, t.currency)));
+        item.insert("fee_sign".into(), s(sign.as_str()));
+    }
+    item
+}
+
+/// Reads a stored record back; the error names the attribute.
+pub fn record_from_item(item: &Item) -> Result<StoredTxn, StoreError> {
+    let bad = |name: &str| StoreError::Permanent(format!("record: `{name}` missing or malformed"));
+    let get = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v.as_str()),
+        _ => Err(bad(name)),
+    };
+    let num = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse::<u64>().map_err(|_| bad(name)),
+        _ => Err(bad(name)),
+    };
+    let currency =
+        tally_domain::currency::Currency::parse(get("currency")?).map_err(|_| bad("currency"))?;
+    let sign = |name: &str| Sign::parse(get(name)?).ok_or_else(|| bad(name));
+    let amount =
+        |name: &str| tally_domain::money::parse_amount(get(name)?, currency).map_err(|_| bad(name));
+    let fee = match item.get("fee") {
+        Some(_) => Some((amount("fee")?, sign("fee_sign")?)),
+        None => None,
+    };
+    Ok(StoredTxn {
+        pk: get("pk")?.to_owned(),
+        txn: Txn {
+            transaction_id: get("sk")?.to_owned(),
+            auth_code: get("auth_code")?.to_owned(),
+            masked_pan: get("masked_pan")?.to_owned(),
+            transaction_date: get("transaction_date")?
+                .parse()
+                .map_err(|_| bad("transaction_date"))?,
+            transaction_type: TxnType::parse(get("transaction_type")?)
+                .ok_or_else(|| bad("transaction_type"))?,
+            currency,
+            amount: amount("amount")?,
+            sign: sign("sign")?,
+        },
+        line: num("line")?,
+        version: num("version")?,
+        fee,
+    })
+}
+
+impl RecordSink for DynamoRecords {
+    async fn put_records(&self, side: Side, records: &[StoredTxn]) -> Result<u32, StoreError> {
+        let requests = records
+            .iter()
+            .map(|r| {
+                let put = PutRequest::builder()
+                    .set_item(Some(record_item(r)))
+                    .build()
+                    .map_err(|e| StoreError::Permanent(format!("record: {e}")))?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        batch_write_all(&self.client, self.table(side), requests, self.backoff).await
+    }
+}
+
+/// Ingest checkpoints in the reconciliation state table.
+#[derive(Clone)]
+pub struct DynamoProgress {
+    client: aws_sdk_dynamodb::Client,
+    state_table: String,
+}
+
+impl DynamoProgress {
+    pub fn new(client: aws_sdk_dynamodb::Client, state_table: impl Into<String>) -> Self {
+        DynamoProgress {
+            client,
+            state_table: state_table.into(),
+        }
+    }
+}
+
+impl IngestProgress for DynamoProgress {
+    async fn checkpoint(&self, ingest_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("pk", s(format!("INGEST#{ingest_id}")))
+            .key("sk", s("CHECKPOINT"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem(checkpoint)", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let num = |name: &str| match item.get(name) {
+            Some(AttributeValue::N(v)) => v.parse::<u64>().map_err(|_| {
+                StoreError::Permanent(format!("checkpoint {ingest_id}: `{name}` malformed"))
+            }),
+            _ => Err(StoreError::Permanent(format!(
+                "checkpoint {ingest_id}: `{name}` missing"
+            ))),
+        };
+        Ok(Some(Checkpoint {
+            offset_bytes: num("offset_bytes")?,
+            next_line: num("next_line")?,
+            records_applied: num("records_applied")?,
+        }))
+    }
+
+    async fn save_checkpoint(&self, ingest_id: &str, cp: Checkpoint) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("pk", s(format!("INGEST#{ingest_id}")))
+            .item("sk", s("CHECKPOINT"))
+            .item("offset_bytes", n(cp.offset_bytes))
+            .item("next_line", n(cp.next_line))
+            .item("records_applied", n(cp.records_applied))
+            .condition_expression("attribute_not_exists(pk) OR records_applied <= :r")
+            .expression_attribute_values(":r", n(cp.records_applied))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // A checkpoint further on is already there: keep it.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("PutItem(checkpoint)", e)),
+        }
+    }
+}
+
+impl crate::ports::Quarantine for S3Objects {
+    async fn reject(&self, obj: &ObjectRef, reason_json: &str) -> Result<(), StoreError> {
+        let target = format!("rejected/{}", obj.key);
+        self.client
+            .copy_object()
+            .bucket(&obj.bucket)
+            .key(&target)
+            .copy_source(format!("{}/{}", obj.bucket, encode_key(&obj.key)))
+            .copy_source_if_match(&obj.etag)
+            .send()
+            .await
+            .map_err(|e| classify("CopyObject(rejected)", e))?;
+        self.client
+            .put_object()
+            .bucket(&obj.bucket)
+            .key(format!("{target}.reason.json"))
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                reason_json.as_bytes().to_vec(),
+            ))
+            .send()
+            .await
+            .map_err(|e| classify("PutObject(reason)", e))?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes a key for `x-amz-copy-source` (every byte but the
+/// unreserved characters and `/`).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
