@@ -17,7 +17,7 @@ DEMO_DATE ?= $(shell date -u -d yesterday +%Y-%m-%d)
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-local up down clean-local
+.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-ingest bench-local up down clean-local
 
 ## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
 setup: $(TALLY_VENV)/.installed node_modules/.installed
@@ -33,8 +33,11 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## build: release binaries of the Lambdas and the CLI
+FUNCTIONS := -p cob-coordinator -p cob-partition -p cob-aggregate \
+             -p recon-trigger -p recon-inspect -p recon-ingest -p recon-settle -p recon-match -p recon-rollup
+
 build:
-	cargo build --release --bins -p cob-coordinator -p cob-partition -p cob-aggregate -p tally-cli
+	cargo build --release --bins $(FUNCTIONS) -p tally-cli
 
 up: setup build
 	$(PY) localstack/tally_local.py up --no-reload
@@ -70,16 +73,22 @@ test-static: setup
 # The integration tests share one local stack with the fault switch enabled;
 # the stack runs the debug build the unit tests already made.
 test-integration: setup
-	cargo build --bins -p cob-coordinator -p cob-partition -p cob-aggregate
-	$(PY) localstack/tally_local.py up --no-reload --debug-build --parameter-overrides FaultInjection=enabled
+	cargo build --bins $(FUNCTIONS)
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --parameter-overrides FaultInjection=enabled \
+	  ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
-	  $(LOCAL_ENV) cargo test -p tally-integration-tests --test cob -- --ignored --test-threads=1
+	  $(LOCAL_ENV) cargo test -p tally-integration-tests --test cob --test recon -- --ignored --test-threads=1
 
 ## bench: the kernel on one core (criterion) and the local end-to-end figures
-bench: bench-kernel bench-local
+bench: bench-kernel bench-ingest bench-local
 
 bench-kernel:
 	cargo bench -p tally-domain --bench accrual_kernel
+	cargo bench -p tally-domain --bench settlement_parse
+
+## bench-ingest: peak memory of a reconciliation ingest at 100 MB and 1 GB (files generated while read)
+bench-ingest:
+	cargo run --release -p recon-ingest --bin bench-ingest -- 100 1000
 
 bench-local: setup build
 	$(PY) localstack/tally_local.py up --no-reload

@@ -178,6 +178,7 @@ SKIPPED_TYPES = {
     "AWS::SNS::TopicPolicy": "no IAM locally",
     "AWS::SQS::QueuePolicy": "no IAM locally",
     "AWS::Events::EventBusPolicy": "no IAM locally",
+    "AWS::S3::BucketPolicy": "no IAM locally",
 }
 SKIPPED_PREFIXES = ("AWS::IAM::",)
 
@@ -256,6 +257,8 @@ class Stack:
         self.resources: dict[str, dict] = template.get("Resources") or {}
         self.globals: dict = template.get("Globals") or {}
         self.actual: dict[str, dict[str, Any]] = {}
+        # task definition ARN -> what localstack/local_ecs.py runs for it
+        self.ecs_tasks: dict[str, dict[str, Any]] = {}
         self._resolving: set[str] = set()
         self._conditions: dict[str, bool] = {}
         self.parameters = self._bind_parameters(parameter_overrides or {})
@@ -589,12 +592,42 @@ class Stack:
             # placeholder (seen only by --dry-run), replaced from self.actual below.
             key_id = f"local-{self.stack_name}-{logical}"
             out = {"Ref": key_id, "KeyId": key_id, "Arn": f"arn:aws:kms:{r}:{a}:key/{key_id}"}
+        elif rtype == "AWS::ECS::Cluster":
+            name = cfn_str(self._prop(logical, "ClusterName") or self.default_name(logical))
+            out = {"Ref": name, "Arn": f"arn:aws:ecs:{r}:{a}:cluster/{name}"}
+        elif rtype == "AWS::ECS::TaskDefinition":
+            family = cfn_str(self._prop(logical, "Family") or self.default_name(logical))
+            arn = f"arn:aws:ecs:{r}:{a}:task-definition/{family}:1"
+            out = {"Ref": arn, "TaskDefinitionArn": arn}
         elif rtype == "AWS::Logs::LogGroup":
             name = cfn_str(self._prop(logical, "LogGroupName") or self.default_name(logical))
             out = {"Ref": name, "Arn": f"arn:aws:logs:{r}:{a}:log-group:{name}:*"}
         else:
             raise TemplateError(f"Ref/GetAtt of {logical} ({rtype}) is not supported locally")
         out.update(self.actual.get(logical, {}))
+        return out
+
+    def sqs_event_sources(self) -> list[dict[str, Any]]:
+        """The functions' `Events: {Type: SQS}`, for the local event source
+        mapping (localstack/local_sqs_source.py): queue URL, function, batch size."""
+        url_by_arn = {self.get_att(lid, "Arn"): self.get_att(lid, "QueueUrl")
+                      for lid, r in self.resources.items()
+                      if r.get("Type") == "AWS::SQS::Queue" and self.enabled(lid)}
+        out = []
+        for lid, r in self.resources.items():
+            if r.get("Type") != "AWS::Serverless::Function" or not self.enabled(lid):
+                continue
+            for ev in ((r.get("Properties") or {}).get("Events") or {}).values():
+                if ev.get("Type") != "SQS":
+                    continue
+                p = ev.get("Properties") or {}
+                arn = cfn_str(self.resolve(p["Queue"]))
+                out.append({
+                    "queue_url": url_by_arn.get(arn, arn),
+                    "function": self.function_binary(lid),
+                    "batch_size": as_int(self.resolve(p.get("BatchSize", 10))),
+                    "report_batch_item_failures": "ReportBatchItemFailures" in (p.get("FunctionResponseTypes") or []),
+                })
         return out
 
     # ---- per-type views -----------------------------------------------------
@@ -1063,15 +1096,71 @@ def deploy_rule(stack: Stack, logical: str, client) -> str:
 
 
 def deploy_bucket(stack: Stack, logical: str, client) -> str:
+    """The bucket, with the declared public access block, default encryption,
+    versioning and EventBridge notifications (what the reconciliation trigger
+    needs: moto sends Object Created events to the default bus)."""
     s3 = client("s3")
     name = stack.ref(logical)
+    p = stack.props(logical)
     try:
         s3.create_bucket(Bucket=name)
-        return f"created bucket {name}"
+        result = f"created bucket {name}"
     except Exception as e:  # noqa: BLE001
         if _code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
-        return f"exists: bucket {name}"
+        result = f"exists: bucket {name}"
+    if "PublicAccessBlockConfiguration" in p:
+        block = {k: as_bool(v) for k, v in p["PublicAccessBlockConfiguration"].items()}
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=block)
+    if "BucketEncryption" in p:
+        # CloudFormation's ServerSideEncryptionByDefault is the API's ApplyServerSideEncryptionByDefault.
+        rules = [{("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
+                  for k, v in rule.items()}
+                 for rule in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    if "VersioningConfiguration" in p:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={
+            "Status": cfn_str(p["VersioningConfiguration"]["Status"])})
+    eventbridge = (p.get("NotificationConfiguration") or {}).get("EventBridgeConfiguration") or {}
+    if as_bool(eventbridge.get("EventBridgeEnabled", False)):
+        s3.put_bucket_notification_configuration(
+            Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})
+    return result
+
+
+def deploy_ecs_cluster(stack: Stack, logical: str, client) -> str:
+    """Registered in moto so that ARNs resolve; tasks are run by the gateway's
+    local ECS substitute (localstack/gateway.py), not by moto."""
+    ecs = client("ecs")
+    name = stack.ref(logical)
+    ecs.create_cluster(clusterName=name)
+    return f"cluster {name}"
+
+
+def deploy_task_definition(stack: Stack, logical: str, client) -> str:
+    ecs = client("ecs")
+    p = stack.props(logical)
+    family = cfn_str(p.get("Family") or stack.default_name(logical))
+    containers = [{
+        "name": cfn_str(c["Name"]),
+        "image": cfn_str(c["Image"]),
+        "essential": as_bool(c.get("Essential", True)),
+        "environment": [{"name": cfn_str(e["Name"]), "value": cfn_str(e["Value"])}
+                        for e in c.get("Environment") or []],
+    } for c in p["ContainerDefinitions"]]
+    arn = ecs.register_task_definition(
+        family=family, containerDefinitions=containers, networkMode=cfn_str(p.get("NetworkMode", "awsvpc")),
+        requiresCompatibilities=[cfn_str(x) for x in p.get("RequiresCompatibilities") or []],
+        cpu=cfn_str(p.get("Cpu", "256")), memory=cfn_str(p.get("Memory", "512")),
+    )["taskDefinition"]["taskDefinitionArn"]
+    stack.actual.setdefault(logical, {}).update({"Ref": arn, "TaskDefinitionArn": arn})
+    # What the gateway's local ECS substitute runs for this task definition.
+    binaries = (stack.resources[logical].get("Metadata") or {}).get("LocalBinaries") or {}
+    stack.ecs_tasks[arn] = {"family": family, "containers": {
+        c["name"]: {"binary": binaries.get(c["name"], c["name"]),
+                    "environment": {e["name"]: e["value"] for e in c["environment"]}}
+        for c in containers}}
+    return f"task definition {arn}"
 
 
 def deploy_state_machine(stack: Stack, logical: str, client) -> str:
@@ -1135,6 +1224,8 @@ HANDLERS: dict[str, Callable[..., str]] = {
     "AWS::Events::EventBus": deploy_bus,
     "AWS::Events::Rule": deploy_rule,
     "AWS::S3::Bucket": deploy_bucket,
+    "AWS::ECS::Cluster": deploy_ecs_cluster,
+    "AWS::ECS::TaskDefinition": deploy_task_definition,
     "AWS::Serverless::StateMachine": deploy_state_machine,
     "AWS::StepFunctions::StateMachine": deploy_state_machine,
 }
@@ -1191,6 +1282,9 @@ def write_outputs(stack: Stack, out_dir: Path, stack_json: Optional[Path], lambd
             raise TemplateError(f"environment variable {k} holds a newline; cannot write an env file")
         lines.append(f"{k}={v}")
     le.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / "ecs-tasks.json").write_text(json.dumps(stack.ecs_tasks, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "event-sources.json").write_text(json.dumps(stack.sqs_event_sources(), indent=2) + "\n",
+                                                encoding="utf-8")
     return sj, le
 
 

@@ -14,7 +14,9 @@ Routes (see docs/design.md, "Local stack"):
   down or answers something that is not a handler error becomes a Lambda
   ``ServiceException`` (Step Functions: ``Lambda.ServiceException``, retried).
 * ``X-Amz-Target: AmazonEC2ContainerServiceV20141113.*`` -> ``ECS_HANDLERS``
-  (extension point; empty today, so these go to moto).
+  (with ``--ecs-tasks`` and ``--bin-dir``: RunTask and DescribeTasks of the
+  template's task definitions run the container's binary as a local process,
+  localstack/local_ecs.py; anything else goes to moto).
 * everything else -> moto (default 127.0.0.1:4575), method, path, query,
   headers and body unchanged. A chunked request body is de-chunked and sent with
   ``Content-Length`` (moto's werkzeug reads bodies by Content-Length); the body
@@ -41,6 +43,7 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Optional
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
@@ -454,7 +457,29 @@ def main(argv=None) -> int:
     p.add_argument("--proxy-timeout", type=float, default=float(env("TALLY_PROXY_TIMEOUT", "960")),
                    help="seconds to wait for moto")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    p.add_argument("--ecs-tasks", default=env("TALLY_ECS_TASKS"),
+                   help="ecs-tasks.json from deploy.py: run ECS tasks as local processes (localstack/local_ecs.py)")
+    p.add_argument("--bin-dir", default=env("TALLY_BIN_DIR"), help="where the workspace binaries are (target/release)")
+    p.add_argument("--log-dir", default=env("TALLY_LOG_DIR", ".tally/local"), help="where local task logs go")
+    p.add_argument("--event-sources", default=env("TALLY_EVENT_SOURCES"),
+                   help="event-sources.json from deploy.py: play the SQS event source mappings (localstack/local_sqs_source.py)")
     args = p.parse_args(argv)
+    if args.ecs_tasks and args.bin_dir:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from local_ecs import LocalEcs
+
+        LocalEcs(
+            tasks_file=Path(args.ecs_tasks),
+            bin_dir=Path(args.bin_dir),
+            log_dir=Path(args.log_dir),
+            aws_env={
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{args.port}",
+                "AWS_REGION": env("AWS_REGION", "us-east-1"),
+                "AWS_DEFAULT_REGION": env("AWS_REGION", "us-east-1"),
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+            },
+        ).register(ECS_HANDLERS)
     config = Config(
         moto=parse_hostport(args.moto, 4575),
         lambda_host=parse_hostport(args.lambda_host, 9000),
@@ -463,6 +488,24 @@ def main(argv=None) -> int:
         verbose=args.verbose,
     )
     server = make_server(args.bind, args.port, config)
+    if args.event_sources:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from local_sqs_source import start_all
+
+        def invoke(name: str, payload: bytes) -> tuple[int, bytes]:
+            # Through this gateway, so a handler error comes back as AWS shows it.
+            conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=args.invoke_timeout)
+            try:
+                conn.request("POST", f"/2015-03-31/functions/{name}/invocations", payload,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                failed = resp.getheader("X-Amz-Function-Error")
+                return (500 if failed else resp.status), data
+            finally:
+                conn.close()
+
+        start_all(Path(args.event_sources), config.moto, invoke, env("AWS_REGION", "us-east-1"))
     sys.stderr.write(
         f"[gateway] listening on {args.bind}:{args.port}; moto {args.moto}; lambda host {args.lambda_host}\n"
     )

@@ -278,7 +278,15 @@ def ensure_gateway(args, comp: Component) -> None:
     py = require(venv_dir() / "bin" / "python", "venv python")
     cmd = [str(py), str(REPO_ROOT / "localstack" / "gateway.py"), "--port", str(comp.port),
            "--moto", f"{HOST}:{args.moto_port}", "--lambda-host", f"{HOST}:{args.lambda_port}",
-           "--invoke-timeout", str(args.invoke_timeout)]
+           "--invoke-timeout", str(args.invoke_timeout),
+           # ECS RunTask of the template's task definitions: a local process of the
+           # container's binary (localstack/local_ecs.py), from the same build as the Lambdas.
+           "--ecs-tasks", str(OUT_DIR / "ecs-tasks.json"),
+           "--bin-dir", str(Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
+                            / ("debug" if args.debug_build else "release")),
+           "--log-dir", str(STATE_DIR),
+           # SQS -> Lambda event source mappings, played locally (localstack/local_sqs_source.py).
+           "--event-sources", str(OUT_DIR / "event-sources.json")]
     proc = comp.start(cmd, dict(os.environ))
     comp.wait_ready(lambda: moto_healthy(comp.port), args.wait_timeout, proc)
     pid = proc.pid

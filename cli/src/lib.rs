@@ -8,9 +8,11 @@
 //! - [`runs`]: start a COB run, wait for it, read its status.
 //! - [`export`]: the ledger as JSON Lines.
 //! - [`generate`]: a deterministic synthetic book for demos and benchmarks.
+//! - [`recon`]: upload reconciliation files, follow a day, read its report.
 
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod recon;
 pub mod runs;
 pub mod stack;

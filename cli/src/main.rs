@@ -50,6 +50,66 @@ enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// Settlement reconciliation.
+    Recon {
+        #[command(subcommand)]
+        action: ReconAction,
+    },
+}
+
+#[derive(Args)]
+struct Day {
+    #[arg(long)]
+    program: String,
+    #[arg(long)]
+    date: NaiveDate,
+}
+
+#[derive(Subcommand)]
+enum ReconAction {
+    /// Upload a settlement file (fixed width) for a program and date.
+    Submit {
+        file: PathBuf,
+        #[command(flatten)]
+        day: Day,
+    },
+    /// Upload internal records (CSV) for a program and date.
+    Internal {
+        file: PathBuf,
+        #[command(flatten)]
+        day: Day,
+    },
+    /// Where the pipeline is for a program and date.
+    Status {
+        #[command(flatten)]
+        day: Day,
+        /// One JSON object: at least `status`; for a rejected file, `reason` with `line`, `field`, `expected`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The reconciliation report (JSON) to stdout.
+    Report {
+        #[command(flatten)]
+        day: Day,
+        /// Wait until the day is reconciled (exit non-zero if rejected or failed).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
+    },
+    /// Generate a settlement file and internal records with injected breaks, and the report they must give.
+    Generate {
+        #[command(flatten)]
+        day: Day,
+        #[arg(long, default_value_t = 50_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        file_sequence: u64,
+        #[arg(long, default_value = ".tally/recon")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +313,105 @@ async fn cob_run(stack: &Stack, a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+async fn recon_command(stack_file: &Path, action: ReconAction) -> Result<()> {
+    use tally_cli::recon::{generate, Recon};
+    use tally_cli::stack::ReconStack;
+    use tally_domain::recon::Side;
+    let connect =
+        || async { Ok::<_, anyhow::Error>(Recon::connect(ReconStack::load(stack_file)?).await) };
+    match action {
+        ReconAction::Submit { file, day } => {
+            let key = connect()
+                .await?
+                .upload(Side::Settlement, &day.program, day.date, &file)
+                .await?;
+            eprintln!("uploaded {key}");
+            Ok(())
+        }
+        ReconAction::Internal { file, day } => {
+            let key = connect()
+                .await?
+                .upload(Side::Internal, &day.program, day.date, &file)
+                .await?;
+            eprintln!("uploaded {key}");
+            Ok(())
+        }
+        ReconAction::Status { day, json } => {
+            let st = connect().await?.status(&day.program, day.date).await?;
+            let st = st.unwrap_or_else(|| serde_json::json!({"status": "NOT_STARTED", "program_id": day.program, "file_date": day.date}));
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                println!(
+                    "{} {}: {}",
+                    day.program,
+                    day.date,
+                    st["status"].as_str().unwrap_or("?")
+                );
+                if let Some(r) = st.get("reason") {
+                    println!(
+                        "  line {}, field `{}`: expected {}, found {}",
+                        r["line"],
+                        r["field"].as_str().unwrap_or(""),
+                        r["expected"].as_str().unwrap_or(""),
+                        r["found"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        ReconAction::Report {
+            day,
+            wait,
+            timeout_secs,
+        } => {
+            let recon = connect().await?;
+            let report = if wait {
+                let mut last = String::new();
+                recon
+                    .wait_report(
+                        &day.program,
+                        day.date,
+                        Duration::from_secs(timeout_secs),
+                        |s| {
+                            if s != last {
+                                eprintln!("{} {}: {s}", day.program, day.date);
+                                last = s.to_owned();
+                            }
+                        },
+                    )
+                    .await?
+            } else {
+                recon
+                    .report(&day.program, day.date)
+                    .await?
+                    .with_context(|| format!("no report yet for {} {}", day.program, day.date))?
+            };
+            println!("{report}");
+            Ok(())
+        }
+        ReconAction::Generate {
+            day,
+            records,
+            seed,
+            file_sequence,
+            out_dir,
+        } => {
+            let mut spec =
+                tally_domain::recon::sample::SampleSpec::new(&day.program, day.date, records, seed);
+            spec.file_sequence = file_sequence;
+            let [dat, csv, expected] = generate(&spec, &out_dir)?;
+            eprintln!(
+                "wrote {}, {} and {}",
+                dat.display(),
+                csv.display(),
+                expected.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -319,6 +478,7 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
+        Command::Recon { action } => recon_command(&cli.stack_file, action).await,
         Command::Ledger {
             action: LedgerAction::Export { date },
         } => {

@@ -57,3 +57,41 @@ impl Stack {
         })
     }
 }
+
+/// Resource names of the reconciliation pipeline.
+#[derive(Debug, Clone)]
+pub struct ReconStack {
+    pub landing_bucket: String,
+    pub state_table: String,
+    pub state_machine_arn: String,
+}
+
+impl ReconStack {
+    pub fn load(file: &Path) -> Result<ReconStack> {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|_| "[]".into());
+        let outputs: HashMap<String, String> = serde_json::from_str::<Vec<Output>>(&text)
+            .with_context(|| format!("{} is not a stack outputs list", file.display()))?
+            .into_iter()
+            .map(|o| (o.output_key, o.output_value))
+            .collect();
+        let get = |env: &str, key: &str| -> Result<String> {
+            std::env::var(env)
+                .ok()
+                .or_else(|| outputs.get(key).cloned())
+                .with_context(|| {
+                    format!(
+                        "neither {env} nor output {key} in {} is set",
+                        file.display()
+                    )
+                })
+        };
+        Ok(ReconStack {
+            landing_bucket: get("TALLY_LANDING_BUCKET", "LandingBucketName")?,
+            state_table: get("TALLY_RECON_STATE_TABLE", "ReconStateTableName")?,
+            state_machine_arn: get(
+                "TALLY_RECON_STATE_MACHINE_ARN",
+                "ReconciliationStateMachineArn",
+            )?,
+        })
+    }
+}

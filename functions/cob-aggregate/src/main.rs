@@ -14,6 +14,7 @@ async fn main() -> Result<(), Error> {
         sns: aws_sdk_sns::Client::new(&sdk),
         event_bus_name: config::required("EVENT_BUS_NAME")?,
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
+        source: tally_domain::cob::EVENT_SOURCE,
     };
     let publisher = &publisher;
     lambda_runtime::run(service_fn(

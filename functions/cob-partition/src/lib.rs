@@ -52,7 +52,7 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
             page_size: bounded("COB_PAGE_SIZE", 100, 1, 100)?,
-            write_concurrency: bounded("COB_WRITE_CONCURRENCY", 4, 1, 32)?,
+            write_concurrency: bounded("COB_WRITE_CONCURRENCY", 8, 1, 32)?,
             fault_injection: switch("TALLY_FAULT_INJECTION")?,
             backoff: Backoff::DEFAULT,
         })

@@ -32,10 +32,12 @@ use tally_aws::config::{bounded, switch, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{
     Checkpoint, FaultSwitch, IngestProgress, ObjectRef, ObjectSource, Publisher, Quarantine,
-    RecordSink, StoredTxn,
+    ReconState, RecordSink, StoredTxn,
 };
 use tally_aws::StoreError;
 use tally_domain::recon::internal::{self, InternalReader};
+use tally_domain::recon::matching::ControlSums;
+use tally_domain::recon::pipeline::PipelineStatus;
 use tally_domain::recon::settlement::{self, SettlementReader};
 use tally_domain::recon::shard::{check_shard_count, recon_shard, shard_key};
 use tally_domain::recon::{ObjectKey, Rejection, Side, Txn};
@@ -92,15 +94,6 @@ pub struct IngestTask {
     pub fault: Option<IngestFault>,
 }
 
-/// The file's own control figures, from its trailer (settlement only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Control {
-    pub detail_count: u64,
-    pub debit_total_minor: u128,
-    pub credit_total_minor: u128,
-    pub fee_total_minor: u128,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IngestOutcome {
@@ -113,7 +106,8 @@ pub enum IngestOutcome {
         /// Where this attempt started (0 for a fresh ingest).
         resumed_from_record: u64,
         write_retries: u64,
-        control: Option<Control>,
+        /// The file's own control totals, from its trailer (settlement only).
+        control: Option<ControlSums>,
     },
     Rejected {
         side: Option<Side>,
@@ -251,6 +245,48 @@ pub async fn quarantine<Q: Quarantine, A: Publisher>(
     Ok(())
 }
 
+/// After an ingest: a rejected file is quarantined (with an alarm) and its
+/// program and date marked `REJECTED` with the reason; then the outcome is
+/// stored under the ingest's id, where the settle step reads it (the
+/// container branch returns nothing to the state machine). Every write
+/// overwrites with the same value, so a retry is harmless.
+pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
+    state: &R,
+    q: &Q,
+    alarms: &A,
+    obj: &ObjectRef,
+    outcome: &IngestOutcome,
+) -> Result<(), HandlerError> {
+    if let IngestOutcome::Rejected { reason, side } = outcome {
+        quarantine(q, alarms, obj, reason).await?;
+        if let Ok(k) = ObjectKey::parse(&obj.key) {
+            state
+                .put_status(
+                    &k.program_id,
+                    k.file_date,
+                    &serde_json::json!({
+                        "status": PipelineStatus::Rejected,
+                        "program_id": k.program_id,
+                        "file_date": k.file_date,
+                        "side": side,
+                        "key": obj.key,
+                        "reason": reason,
+                        "rejected_copy": format!("rejected/{}", obj.key),
+                    }),
+                )
+                .await?;
+        }
+    }
+    let id = match ObjectKey::parse(&obj.key) {
+        Ok(k) => ingest_id(&k, &obj.etag),
+        Err(_) => format!("unparsable#{}#{}", obj.key, obj.etag.trim_matches('"')),
+    };
+    let json = serde_json::to_value(outcome)
+        .map_err(|e| StoreError::Permanent(format!("ingest outcome: {e}")))?;
+    state.put_outcome(&id, &json).await?;
+    Ok(())
+}
+
 /// Validates the file, then applies its records from the last checkpoint.
 pub async fn ingest<S, K, P, F>(
     src: &S,
@@ -293,8 +329,8 @@ where
     let (version, control) = match &summary {
         Summary::Settlement(s) => (
             s.header.file_sequence,
-            Some(Control {
-                detail_count: s.trailer.detail_count,
+            Some(ControlSums {
+                details: s.trailer.detail_count,
                 debit_total_minor: s.trailer.debit_total_minor,
                 credit_total_minor: s.trailer.credit_total_minor,
                 fee_total_minor: s.trailer.fee_total_minor,
@@ -418,6 +454,8 @@ async fn write_chunk<K: RecordSink>(
         .await?;
     Ok(retries.into_iter().map(u64::from).sum())
 }
+
+pub mod aws;
 
 #[cfg(test)]
 mod tests;

@@ -97,7 +97,7 @@ async fn a_valid_settlement_file_is_applied_once_per_transaction_under_its_shard
     let IngestOutcome::Applied { control, .. } = out else {
         unreachable!()
     };
-    assert_eq!(control.unwrap().detail_count, 1_000);
+    assert_eq!(control.unwrap().details, 1_000);
 }
 
 #[tokio::test]

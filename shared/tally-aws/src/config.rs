@@ -49,3 +49,12 @@ pub fn switch(name: &str) -> Result<bool, ConfigError> {
 pub async fn aws() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
+
+/// An S3 client for `sdk`, with path-style addressing (what S3-compatible
+/// emulators need; AWS accepts it too).
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}

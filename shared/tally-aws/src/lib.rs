@@ -10,6 +10,7 @@
 //! - [`memory`]: in-memory ports for handler tests.
 //! - [`error`]: SDK errors classified into transient or permanent.
 //! - [`retry`]: bounded backoff with full jitter.
+//! - [`sfn`]: starting Step Functions executions.
 //! - [`config`]: typed environment reading.
 //! - [`handler_error`]: the error a Lambda handler returns, with its stable name.
 
@@ -22,5 +23,6 @@ pub mod ports;
 pub mod publish;
 pub mod recon;
 pub mod retry;
+pub mod sfn;
 
 pub use error::StoreError;

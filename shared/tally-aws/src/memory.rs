@@ -430,3 +430,145 @@ impl crate::ports::Quarantine for MemoryQuarantine {
         Ok(())
     }
 }
+
+use crate::ports::{Acceptance, ReconState, RecordSource, SideManifest};
+use tally_domain::recon::matching::ShardSummary;
+
+/// Reconciliation state in memory.
+#[derive(Default)]
+pub struct MemoryReconState {
+    outcomes: Mutex<HashMap<String, serde_json::Value>>,
+    sides: Mutex<HashMap<(String, NaiveDate, Side), SideManifest>>,
+    claims: Mutex<HashMap<String, String>>,
+    summaries: Mutex<BTreeMap<(String, u32), ShardSummary>>,
+    statuses: Mutex<HashMap<(String, NaiveDate), serde_json::Value>>,
+}
+
+impl ReconState for MemoryReconState {
+    async fn put_outcome(&self, id: &str, o: &serde_json::Value) -> Result<(), StoreError> {
+        self.outcomes.lock().unwrap().insert(id.into(), o.clone());
+        Ok(())
+    }
+    async fn outcome(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.outcomes.lock().unwrap().get(id).cloned())
+    }
+    async fn accept(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        m: &SideManifest,
+    ) -> Result<Acceptance, StoreError> {
+        let mut sides = self.sides.lock().unwrap();
+        let key = (program_id.to_owned(), file_date, m.side);
+        match sides.get(&key) {
+            Some(cur) if cur.version > m.version => Ok(Acceptance::Superseded {
+                current: cur.version,
+            }),
+            _ => {
+                sides.insert(key, m.clone());
+                Ok(Acceptance::Accepted)
+            }
+        }
+    }
+    async fn manifests(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> Result<(Option<SideManifest>, Option<SideManifest>), StoreError> {
+        let sides = self.sides.lock().unwrap();
+        let get = |side| {
+            sides
+                .get(&(program_id.to_owned(), file_date, side))
+                .cloned()
+        };
+        Ok((get(Side::Settlement), get(Side::Internal)))
+    }
+    async fn claim(
+        &self,
+        _program_id: &str,
+        _file_date: NaiveDate,
+        recon_id: &str,
+        claimant: &str,
+    ) -> Result<bool, StoreError> {
+        let mut claims = self.claims.lock().unwrap();
+        let holder = claims
+            .entry(recon_id.into())
+            .or_insert_with(|| claimant.into());
+        Ok(holder == claimant)
+    }
+    async fn put_summary(&self, recon_id: &str, s: &ShardSummary) -> Result<(), StoreError> {
+        self.summaries
+            .lock()
+            .unwrap()
+            .insert((recon_id.into(), s.shard), s.clone());
+        Ok(())
+    }
+    async fn summaries(
+        &self,
+        _program_id: &str,
+        _file_date: NaiveDate,
+        recon_id: &str,
+    ) -> Result<Vec<ShardSummary>, StoreError> {
+        Ok(self
+            .summaries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((r, _), _)| r == recon_id)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+    async fn put_status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert((program_id.into(), file_date), status.clone());
+        Ok(())
+    }
+    async fn status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .statuses
+            .lock()
+            .unwrap()
+            .get(&(program_id.to_owned(), file_date))
+            .cloned())
+    }
+}
+
+impl RecordSource for MemoryRecords {
+    async fn shard_records(
+        &self,
+        side: Side,
+        pk: &str,
+        version: u64,
+    ) -> Result<Vec<StoredTxn>, StoreError> {
+        // BTreeMap order is (side, pk, transaction id): already sorted by id.
+        Ok(self
+            .records(side)
+            .into_iter()
+            .filter(|r| r.pk == pk && r.version == version)
+            .collect())
+    }
+}
+
+/// Objects written, by key.
+#[derive(Default)]
+pub struct MemoryBlobs {
+    pub objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl crate::ports::Blobs for MemoryBlobs {
+    async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), StoreError> {
+        self.objects.lock().unwrap().insert(key.into(), body);
+        Ok(())
+    }
+}

@@ -199,3 +199,133 @@ pub trait Quarantine: Send + Sync {
         reason_json: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// One side of a program and date as accepted for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SideManifest {
+    pub side: tally_domain::recon::Side,
+    /// Settlement: the file sequence; internal: the records' version.
+    pub version: u64,
+    pub ingest_id: String,
+    pub key: String,
+    pub records: u64,
+    /// Settlement only: the trailer's control totals.
+    pub control: Option<tally_domain::recon::matching::ControlSums>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// This version is now (or already was) the side's current one.
+    Accepted,
+    /// A higher version is already in: this one changes nothing.
+    Superseded { current: u64 },
+}
+
+/// Reconciliation state for each program and date: ingest outcomes, the
+/// accepted version of each side, claims, shard summaries and status.
+pub trait ReconState: Send + Sync {
+    /// Stores an ingest's outcome (JSON), overwriting: the same ingest gives
+    /// the same outcome.
+    fn put_outcome(
+        &self,
+        ingest_id: &str,
+        outcome: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn outcome(
+        &self,
+        ingest_id: &str,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>, StoreError>> + Send;
+    /// Makes `m` the side's current version unless a higher one is in
+    /// (conditional write: concurrent acceptances of two versions end with
+    /// the higher one). Accepting the current version again is `Accepted`.
+    fn accept(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        m: &SideManifest,
+    ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
+    /// The current (settlement, internal) manifests.
+    fn manifests(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> impl Future<Output = Result<(Option<SideManifest>, Option<SideManifest>), StoreError>> + Send;
+    /// Claims reconciliation `recon_id` for `claimant`; `true` for the first
+    /// claimant and for that claimant again (a retry), `false` for others.
+    fn claim(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        recon_id: &str,
+        claimant: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores one shard's summary (overwriting: recomputed summaries of the
+    /// same records are equal).
+    fn put_summary(
+        &self,
+        recon_id: &str,
+        summary: &tally_domain::recon::matching::ShardSummary,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every stored summary of `recon_id`.
+    fn summaries(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        recon_id: &str,
+    ) -> impl Future<Output = Result<Vec<tally_domain::recon::matching::ShardSummary>, StoreError>> + Send;
+    /// The status record of a program and date (JSON with at least `status`).
+    fn put_status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        status: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>, StoreError>> + Send;
+}
+
+/// Reads one shard's records of one side.
+pub trait RecordSource: Send + Sync {
+    /// Every record under `pk` with `version`, sorted by transaction id
+    /// (DynamoDB's sort-key order), read page by page. Memory: one shard,
+    /// about records / RECON_SHARD_COUNT.
+    fn shard_records(
+        &self,
+        side: tally_domain::recon::Side,
+        pk: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<Vec<StoredTxn>, StoreError>> + Send;
+}
+
+/// Reports and other outputs written as objects.
+pub trait Blobs: Send + Sync {
+    /// Writes `body` under `key` (overwriting: the same report twice is one).
+    fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Whether a start made a new execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    New,
+    /// An execution of that name exists (running or finished): nothing new.
+    AlreadyExists,
+}
+
+/// Starts state machine executions.
+pub trait Executions: Send + Sync {
+    /// Starts an execution named `name` (names are unique per state machine
+    /// for 90 days after an execution ends, which makes this idempotent).
+    fn start(
+        &self,
+        name: &str,
+        input: &serde_json::Value,
+    ) -> impl Future<Output = Result<Started, StoreError>> + Send;
+}

@@ -3,7 +3,6 @@
 use crate::error::{classify, StoreError};
 use crate::ports::Publisher;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use tally_domain::cob::EVENT_SOURCE;
 
 /// SNS caps a subject at 100 characters.
 const SUBJECT_CHARS_MAX: usize = 100;
@@ -14,6 +13,8 @@ pub struct AwsPublisher {
     pub sns: aws_sdk_sns::Client,
     pub event_bus_name: String,
     pub alarm_topic_arn: String,
+    /// The events' `source`: `bank.core` (the COB) or `bank.recon`.
+    pub source: &'static str,
 }
 
 impl Publisher for AwsPublisher {
@@ -24,7 +25,7 @@ impl Publisher for AwsPublisher {
     ) -> Result<(), StoreError> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.event_bus_name)
-            .source(EVENT_SOURCE)
+            .source(self.source)
             .detail_type(detail_type)
             .detail(detail.to_string())
             .build();

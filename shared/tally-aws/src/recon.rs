@@ -305,3 +305,365 @@ fn encode_key(key: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Reconciliation state
+// ---------------------------------------------------------------------------
+
+use crate::ports::{Acceptance, ReconState, RecordSource, SideManifest};
+use tally_domain::recon::matching::ShardSummary;
+use tally_domain::NaiveDate;
+
+/// State items: `pk = RECON#<program>#<date>` with `sk` one of `SIDE#<side>`
+/// (the accepted manifest), `CLAIM#<recon id>`, `SUMMARY#<recon id>#<shard>`
+/// (a marker: the summary itself is a JSON object in S3 under
+/// `state/<program>/<date>/<recon id>/shard-<n>.json`, because a shard with
+/// many breaks can outgrow DynamoDB's 400 KB item), and `STATUS`; and
+/// `pk = INGEST#<ingest id>` with `sk = OUTCOME`.
+#[derive(Clone)]
+pub struct DynamoReconState {
+    client: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    state_table: String,
+    bucket: String,
+}
+
+impl DynamoReconState {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        s3: aws_sdk_s3::Client,
+        state_table: impl Into<String>,
+        bucket: impl Into<String>,
+    ) -> Self {
+        DynamoReconState {
+            client,
+            s3,
+            state_table: state_table.into(),
+            bucket: bucket.into(),
+        }
+    }
+
+    fn pk(program_id: &str, file_date: NaiveDate) -> AttributeValue {
+        s(format!("RECON#{program_id}#{file_date}"))
+    }
+
+    async fn get_json(
+        &self,
+        pk: AttributeValue,
+        sk: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("pk", pk)
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem(recon state)", e))?;
+        match out.item.as_ref().and_then(|i| i.get("body")) {
+            Some(AttributeValue::S(body)) => serde_json::from_str(body)
+                .map(Some)
+                .map_err(|e| StoreError::Permanent(format!("recon state {sk}: {e}"))),
+            Some(_) => Err(StoreError::Permanent(format!(
+                "recon state {sk}: body is not a string"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_json(&self, pk: AttributeValue, sk: &str, body: String) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("pk", pk)
+            .item("sk", s(sk))
+            .item("body", s(body))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem(recon state)", e))?;
+        Ok(())
+    }
+
+    fn summary_key(program_id: &str, file_date: NaiveDate, recon_id: &str, shard: u32) -> String {
+        format!(
+            "state/{program_id}/{file_date}/{}/shard-{shard:04}.json",
+            recon_id.replace('#', "_")
+        )
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Settlement => "settlement",
+        Side::Internal => "internal",
+    }
+}
+
+fn json_err(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Permanent(format!("{what}: {e}"))
+}
+
+impl ReconState for DynamoReconState {
+    async fn put_outcome(&self, id: &str, o: &serde_json::Value) -> Result<(), StoreError> {
+        self.put_json(s(format!("INGEST#{id}")), "OUTCOME", o.to_string())
+            .await
+    }
+
+    async fn outcome(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get_json(s(format!("INGEST#{id}")), "OUTCOME").await
+    }
+
+    async fn accept(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        m: &SideManifest,
+    ) -> Result<Acceptance, StoreError> {
+        let body = serde_json::to_string(m).map_err(json_err("manifest"))?;
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("pk", Self::pk(program_id, file_date))
+            .item("sk", s(format!("SIDE#{}", side_name(m.side))))
+            .item("version", n(m.version))
+            .item("body", s(body))
+            .condition_expression("attribute_not_exists(pk) OR version <= :v")
+            .expression_attribute_values(":v", n(m.version))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Acceptance::Accepted),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                let current = self.manifests(program_id, file_date).await?;
+                let current = match m.side {
+                    Side::Settlement => current.0,
+                    Side::Internal => current.1,
+                };
+                Ok(Acceptance::Superseded {
+                    current: current.map_or(0, |c| c.version),
+                })
+            }
+            Err(e) => Err(classify("PutItem(manifest)", e)),
+        }
+    }
+
+    async fn manifests(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> Result<(Option<SideManifest>, Option<SideManifest>), StoreError> {
+        let mut out = (None, None);
+        for side in [Side::Settlement, Side::Internal] {
+            let m = match self
+                .get_json(
+                    Self::pk(program_id, file_date),
+                    &format!("SIDE#{}", side_name(side)),
+                )
+                .await?
+            {
+                Some(v) => {
+                    Some(serde_json::from_value::<SideManifest>(v).map_err(json_err("manifest"))?)
+                }
+                None => None,
+            };
+            match side {
+                Side::Settlement => out.0 = m,
+                Side::Internal => out.1 = m,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        recon_id: &str,
+        claimant: &str,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("pk", Self::pk(program_id, file_date))
+            .item("sk", s(format!("CLAIM#{recon_id}")))
+            .item("claimant", s(claimant))
+            .condition_expression("attribute_not_exists(pk) OR claimant = :c")
+            .expression_attribute_values(":c", s(claimant))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("PutItem(claim)", e)),
+        }
+    }
+
+    async fn put_summary(&self, recon_id: &str, sm: &ShardSummary) -> Result<(), StoreError> {
+        let key = Self::summary_key(&sm.program_id, sm.file_date, recon_id, sm.shard);
+        let body = serde_json::to_vec(sm).map_err(json_err("summary"))?;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("PutObject(summary)", e))?;
+        // The marker goes last: a counted marker always has its summary.
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("pk", Self::pk(&sm.program_id, sm.file_date))
+            .item("sk", s(format!("SUMMARY#{recon_id}#{:04}", sm.shard)))
+            .item("object_key", s(key))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem(summary marker)", e))?;
+        Ok(())
+    }
+
+    async fn summaries(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        recon_id: &str,
+    ) -> Result<Vec<ShardSummary>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", Self::pk(program_id, file_date))
+                .expression_attribute_values(":p", s(format!("SUMMARY#{recon_id}#")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("Query(summaries)", e))?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(k)) = item.get("object_key") {
+                    keys.push(k.clone());
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let obj = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| classify("GetObject(summary)", e))?;
+            let bytes = obj
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::Transient(format!("reading {key}: {e}")))?
+                .into_bytes();
+            out.push(serde_json::from_slice(&bytes).map_err(json_err("summary"))?);
+        }
+        Ok(out)
+    }
+
+    async fn put_status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put_json(
+            Self::pk(program_id, file_date),
+            "STATUS",
+            status.to_string(),
+        )
+        .await
+    }
+
+    async fn status(
+        &self,
+        program_id: &str,
+        file_date: NaiveDate,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get_json(Self::pk(program_id, file_date), "STATUS")
+            .await
+    }
+}
+
+impl RecordSource for DynamoRecords {
+    async fn shard_records(
+        &self,
+        side: Side,
+        pk: &str,
+        version: u64,
+    ) -> Result<Vec<StoredTxn>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.table(side))
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("version = :v")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":v", n(version))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("Query(records)", e))?;
+            for item in page.items() {
+                out.push(record_from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Objects written to one bucket.
+#[derive(Clone)]
+pub struct S3Blobs {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl crate::ports::Blobs for S3Blobs {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("PutObject", e))?;
+        Ok(())
+    }
+}

@@ -9,6 +9,9 @@ pub const CONFIG_ERROR: &str = "ConfigError";
 pub const LEDGER_INCONSISTENCY: &str = "LedgerInconsistency";
 pub const TRANSIENT_PUBLISH_ERROR: &str = "TransientPublishError";
 pub const PUBLISH_ERROR: &str = "PublishError";
+/// The rollup found fewer shard summaries than shards: some are still being
+/// written (the completion watermark is not reached yet).
+pub const RECON_INCOMPLETE: &str = "ReconIncomplete";
 
 /// Every name a Tally function can emit.
 pub const ALL: &[&str] = &[
@@ -19,10 +22,15 @@ pub const ALL: &[&str] = &[
     LEDGER_INCONSISTENCY,
     TRANSIENT_PUBLISH_ERROR,
     PUBLISH_ERROR,
+    RECON_INCOMPLETE,
 ];
 
 /// Names that mean "the same call may succeed if tried again".
-pub const TRANSIENT: &[&str] = &[TRANSIENT_STORE_ERROR, TRANSIENT_PUBLISH_ERROR];
+pub const TRANSIENT: &[&str] = &[
+    TRANSIENT_STORE_ERROR,
+    TRANSIENT_PUBLISH_ERROR,
+    RECON_INCOMPLETE,
+];
 
 /// Errors the Lambda service raises on its own (not the function's code),
 /// which the state machine may retry.
@@ -33,14 +41,29 @@ pub const LAMBDA_SERVICE: &[&str] = &[
     "Lambda.TooManyRequestsException",
 ];
 
+/// What an `ecs:runTask.sync` state sees when the container's task fails or
+/// ECS refuses the call. The ingest task resumes from its checkpoint, so a
+/// container state may retry these; no other state may.
+pub const ECS_TASK: &[&str] = &[
+    "States.TaskFailed",
+    "ECS.AmazonECSException",
+    "ECS.ServerException",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
 
     /// Every `Retry`/`Catch` of every state, nested Map processors included.
-    fn handlers<'a>(states: &'a Value, out: &mut Vec<(&'a str, &'a str, Vec<&'a str>)>) {
+    type Handler<'a> = (&'a str, &'a str, Vec<&'a str>, bool);
+
+    /// (state, Retry or Catch, names, whether the state runs an ECS task).
+    fn handlers<'a>(states: &'a Value, out: &mut Vec<Handler<'a>>) {
         for (name, state) in states.as_object().expect("States is an object") {
+            let ecs = state["Resource"]
+                .as_str()
+                .is_some_and(|r| r.contains(":ecs:runTask"));
             for kind in ["Retry", "Catch"] {
                 for h in state[kind].as_array().into_iter().flatten() {
                     let names = h["ErrorEquals"]
@@ -49,7 +72,7 @@ mod tests {
                         .iter()
                         .map(|n| n.as_str().expect("error names are strings"))
                         .collect();
-                    out.push((name.as_str(), kind, names));
+                    out.push((name.as_str(), kind, names, ecs));
                 }
             }
             for inner in [&state["ItemProcessor"], &state["Iterator"]] {
@@ -82,10 +105,12 @@ mod tests {
                 "{}: no Retry or Catch at all",
                 path.display()
             );
-            for (state, kind, names) in found {
+            for (state, kind, names, ecs) in found {
                 for n in names {
-                    let known =
-                        ALL.contains(&n) || LAMBDA_SERVICE.contains(&n) || n.starts_with("States.");
+                    let known = ALL.contains(&n)
+                        || LAMBDA_SERVICE.contains(&n)
+                        || (ecs && ECS_TASK.contains(&n))
+                        || n.starts_with("States.");
                     assert!(
                         known,
                         "{}: {state} {kind} matches `{n}`, which no Tally function emits",
@@ -93,7 +118,9 @@ mod tests {
                     );
                     if kind == "Retry" {
                         assert!(
-                            TRANSIENT.contains(&n) || LAMBDA_SERVICE.contains(&n),
+                            TRANSIENT.contains(&n)
+                                || LAMBDA_SERVICE.contains(&n)
+                                || (ecs && ECS_TASK.contains(&n)),
                             "{}: {state} retries `{n}`, which is not transient",
                             path.display()
                         );

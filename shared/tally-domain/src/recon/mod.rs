@@ -11,6 +11,7 @@
 //! - [`internal`]: the internal records CSV, streamed row by row.
 //! - [`seen`]: transaction IDs already used in a file, in fixed memory.
 //! - [`shard`]: the stable transaction-id hash into `RECON_SHARD_COUNT` shards.
+//! - [`pipeline`]: what the state machine's steps hand each other.
 //! - [`matching`]: one transaction's outcome; a shard's summary.
 //! - [`rollup`]: shard summaries combined into the report and exceptions CSV.
 //! - [`sample`]: deterministic generated files with injected breaks, and
@@ -18,6 +19,7 @@
 
 pub mod internal;
 pub mod matching;
+pub mod pipeline;
 pub mod rollup;
 pub mod sample;
 pub mod seen;

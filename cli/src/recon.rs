@@ -1,0 +1,163 @@
+//! Reconciliation from the operator's side: upload a settlement file or
+//! internal records under the right key, follow a program and date, read
+//! its report, and generate sample files with injected breaks.
+
+use crate::stack::ReconStack;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tally_aws::ports::ReconState;
+use tally_aws::recon::DynamoReconState;
+use tally_domain::recon::sample::{self, SampleSpec};
+use tally_domain::recon::{ObjectKey, Side};
+use tally_domain::NaiveDate;
+
+pub struct Recon {
+    pub stack: ReconStack,
+    pub s3: aws_sdk_s3::Client,
+    pub state: DynamoReconState,
+}
+
+impl Recon {
+    pub async fn connect(stack: ReconStack) -> Recon {
+        let sdk = tally_aws::config::aws().await;
+        let s3 = tally_aws::config::s3_client(&sdk);
+        let state = DynamoReconState::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            s3.clone(),
+            stack.state_table.clone(),
+            stack.landing_bucket.clone(),
+        );
+        Recon { stack, s3, state }
+    }
+
+    /// Uploads `file` as `<side>/<program>/<date>/<name>` (name: the file's
+    /// own name, with the side's extension). Returns the key.
+    pub async fn upload(
+        &self,
+        side: Side,
+        program: &str,
+        date: NaiveDate,
+        file: &Path,
+    ) -> Result<String> {
+        let (prefix, ext) = match side {
+            Side::Settlement => ("settlement", "dat"),
+            Side::Internal => ("internal", "csv"),
+        };
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("the file needs a name")?;
+        let key = format!("{prefix}/{program}/{date}/{stem}.{ext}");
+        ObjectKey::parse(&key).map_err(anyhow::Error::msg)?;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        self.s3
+            .put_object()
+            .bucket(&self.stack.landing_bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("uploading s3://{}/{key}", self.stack.landing_bucket))?;
+        Ok(key)
+    }
+
+    pub async fn status(
+        &self,
+        program: &str,
+        date: NaiveDate,
+    ) -> Result<Option<serde_json::Value>> {
+        Ok(self.state.status(program, date).await?)
+    }
+
+    /// The stored report JSON, if the program and date has been reconciled.
+    pub async fn report(&self, program: &str, date: NaiveDate) -> Result<Option<String>> {
+        let key = format!("reports/{program}/{date}/report.json");
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.stack.landing_bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let bytes = o.body.collect().await?.into_bytes();
+                Ok(Some(String::from_utf8(bytes.to_vec())?))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {key}")),
+        }
+    }
+
+    /// Follows the status until RECONCILED (returns the report), REJECTED or
+    /// FAILED (an error with the reason), or `timeout`.
+    pub async fn wait_report(
+        &self,
+        program: &str,
+        date: NaiveDate,
+        timeout: Duration,
+        mut progress: impl FnMut(&str),
+    ) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            let st = self.status(program, date).await?;
+            let status = st
+                .as_ref()
+                .and_then(|s| s["status"].as_str())
+                .unwrap_or("NOT_STARTED")
+                .to_owned();
+            progress(&status);
+            match status.as_str() {
+                "RECONCILED" => {
+                    if let Some(r) = self.report(program, date).await? {
+                        return Ok(r);
+                    }
+                }
+                "REJECTED" | "FAILED" => bail!(
+                    "{program} {date} is {status}: {}",
+                    serde_json::to_string(&st).unwrap_or_default()
+                ),
+                _ => {}
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "{program} {date} still {status} after {} s",
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Writes `<dir>/<program>-<date>.dat`, `.csv` and `-expected.json` (the
+/// report the pipeline must give) for a generated day with injected breaks.
+pub fn generate(spec: &SampleSpec, dir: &Path) -> Result<[std::path::PathBuf; 3]> {
+    use std::io::Write;
+    spec.check().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(dir)?;
+    let base = format!("{}-{}", spec.program_id, spec.file_date);
+    let dat = dir.join(format!("{base}.dat"));
+    let csv = dir.join(format!("{base}.csv"));
+    let expected = dir.join(format!("{base}-expected.json"));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&dat)?);
+    for line in sample::settlement_lines(spec) {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+    for line in sample::internal_lines(spec) {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    std::fs::write(
+        &expected,
+        serde_json::to_string_pretty(&sample::expected_report(spec))?,
+    )?;
+    Ok([dat, csv, expected])
+}

@@ -1,0 +1,89 @@
+//! The engine wired to AWS, shared by the Lambda and the container task.
+
+use crate::{ingest, record_outcome, Config, IngestOutcome, IngestTask};
+use tally_aws::config;
+use tally_aws::dynamo::DynamoFaultSwitch;
+use tally_aws::handler_error::HandlerError;
+use tally_aws::publish::AwsPublisher;
+use tally_aws::recon::{DynamoProgress, DynamoReconState, DynamoRecords, S3Objects};
+
+pub struct AwsIngest {
+    cfg: Config,
+    objects: S3Objects,
+    records: DynamoRecords,
+    progress: DynamoProgress,
+    faults: DynamoFaultSwitch,
+    state: DynamoReconState,
+    alarms: AwsPublisher,
+}
+
+impl AwsIngest {
+    /// Clients built once, configuration read once (fails with the variable's name).
+    pub async fn from_env() -> Result<AwsIngest, HandlerError> {
+        let cfg = Config::from_env()?;
+        let sdk = config::aws().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3 = config::s3_client(&sdk);
+        let state_table = config::required("RECON_STATE_TABLE")?;
+        Ok(AwsIngest {
+            cfg,
+            objects: S3Objects::new(s3.clone()),
+            records: DynamoRecords::new(
+                dynamo.clone(),
+                config::required("SETTLEMENT_RECORDS_TABLE")?,
+                config::required("INTERNAL_RECORDS_TABLE")?,
+            ),
+            progress: DynamoProgress::new(dynamo.clone(), state_table.clone()),
+            faults: DynamoFaultSwitch {
+                client: dynamo.clone(),
+                runs_table: config::required("RUNS_TABLE")?,
+            },
+            state: DynamoReconState::new(
+                dynamo,
+                s3,
+                state_table,
+                config::required("LANDING_BUCKET")?,
+            ),
+            alarms: AwsPublisher {
+                events: aws_sdk_eventbridge::Client::new(&sdk),
+                sns: aws_sdk_sns::Client::new(&sdk),
+                event_bus_name: config::required("EVENT_BUS_NAME")?,
+                alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
+                source: tally_domain::recon::pipeline::EVENT_SOURCE,
+            },
+        })
+    }
+
+    /// Ingests, then records the outcome (and quarantines a rejected file).
+    pub async fn run(&self, task: IngestTask) -> Result<IngestOutcome, HandlerError> {
+        let obj = task.object.clone();
+        let outcome = ingest(
+            &self.objects,
+            &self.records,
+            &self.progress,
+            &self.faults,
+            &self.cfg,
+            task,
+        )
+        .await?;
+        record_outcome(&self.state, &self.objects, &self.alarms, &obj, &outcome).await?;
+        match &outcome {
+            IngestOutcome::Applied {
+                records,
+                resumed_from_record,
+                write_retries,
+                ..
+            } => tracing::info!(
+                key = %obj.key,
+                records,
+                resumed_from_record,
+                write_retries,
+                "ingest applied"
+            ),
+            IngestOutcome::Rejected { reason, .. } => {
+                tracing::warn!(key = %obj.key, line = reason.line, field = %reason.field, "file rejected")
+            }
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,187 @@
+//! The inspect step: what a landed object is, and the ingest task both
+//! branches of the state machine run. Reads only the object's first line
+//! (the settlement header: its file sequence), never the whole object.
+
+use serde::Deserialize;
+use tally_aws::config::{bounded, ConfigError};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::{ObjectRef, ObjectSource, ReconState};
+use tally_domain::recon::pipeline::{Inspected, PipelineStatus};
+use tally_domain::recon::settlement::parse_header;
+use tally_domain::recon::{ObjectKey, Side};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RECON_LARGE_FILE_BYTES`: at or above it, the container ingests.
+    pub large_file_bytes: u64,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            large_file_bytes: bounded("RECON_LARGE_FILE_BYTES", 50 * 1024 * 1024, 1, u64::MAX)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InspectInput {
+    pub object: ObjectRef,
+    /// When the object was created (ms since the epoch, from its event):
+    /// the version of internal records, so a later upload replaces an earlier one.
+    #[serde(default)]
+    pub uploaded_at_ms: u64,
+    /// Test-only fault switch for the ingest, passed through.
+    #[serde(default)]
+    pub fault: Option<serde_json::Value>,
+    /// Per-execution override of `RECON_LARGE_FILE_BYTES` (tests).
+    #[serde(default)]
+    pub large_file_bytes: Option<u64>,
+}
+
+pub async fn inspect<S: ObjectSource, R: ReconState>(
+    objects: &S,
+    state: &R,
+    cfg: &Config,
+    input: InspectInput,
+) -> Result<Inspected, HandlerError> {
+    let obj = input.object;
+    // A key that is not a landing key is rejected by the ingest, with the
+    // reason quarantined like any other rejection; here it only needs a name.
+    let key = ObjectKey::parse(&obj.key).ok();
+    let ingest_id = match &key {
+        Some(k) => recon_ingest_id(k, &obj.etag),
+        None => format!("unparsable#{}#{}", obj.key, obj.etag.trim_matches('"')),
+    };
+    let mut file_sequence = None;
+    if key.as_ref().is_some_and(|k| k.side == Side::Settlement) {
+        let mut r = objects.open(&obj, 0).await?;
+        let mut line = Vec::with_capacity(256);
+        (&mut r)
+            .take(256)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| tally_aws::StoreError::Transient(format!("reading {}: {e}", obj.key)))?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        file_sequence = parse_header(&line, 1).ok().map(|h| h.file_sequence);
+    }
+    let (side, program_id, file_date) = match &key {
+        Some(k) => (k.side, k.program_id.clone(), k.file_date),
+        // Nothing to record a status under; the ingest rejects it.
+        None => (Side::Settlement, String::new(), chrono::NaiveDate::MIN),
+    };
+    if key.is_some() {
+        state
+            .put_status(
+                &program_id,
+                file_date,
+                &serde_json::json!({
+                    "status": PipelineStatus::Ingesting,
+                    "program_id": program_id,
+                    "file_date": file_date,
+                    "side": side,
+                    "key": obj.key,
+                    "size_bytes": obj.size_bytes,
+                }),
+            )
+            .await?;
+    }
+    let version = (side == Side::Internal).then_some(input.uploaded_at_ms);
+    Ok(Inspected {
+        side,
+        program_id,
+        file_date,
+        key: obj.key.clone(),
+        ingest_id,
+        size_bytes: obj.size_bytes,
+        large_file_bytes: input.large_file_bytes.unwrap_or(cfg.large_file_bytes),
+        file_sequence,
+        ingest_task: serde_json::json!({
+            "object": obj,
+            "version": version,
+            "fault": input.fault,
+        }),
+    })
+}
+
+/// The ingest's id, as the ingest names it (side, program, date, ETag).
+pub fn recon_ingest_id(key: &ObjectKey, etag: &str) -> String {
+    let side = match key.side {
+        Side::Settlement => "settlement",
+        Side::Internal => "internal",
+    };
+    format!(
+        "{side}#{}#{}#{}",
+        key.program_id,
+        key.file_date,
+        etag.trim_matches('"')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_aws::memory::{MemoryObjects, MemoryReconState};
+    use tally_domain::recon::sample::{self, SampleSpec};
+
+    #[tokio::test]
+    async fn a_settlement_file_is_inspected_from_its_header_and_routed_by_size() {
+        let objects = MemoryObjects::default();
+        let state = MemoryReconState::default();
+        let mut spec = SampleSpec::new("ACME", "2026-11-20".parse().unwrap(), 50, 1);
+        spec.file_sequence = 12;
+        let obj = objects.put(
+            "settlement/ACME/2026-11-20/v.dat",
+            sample::settlement_file(&spec).into_bytes(),
+        );
+        let cfg = Config {
+            large_file_bytes: 1_000,
+        };
+        let input = InspectInput {
+            object: obj.clone(),
+            uploaded_at_ms: 5,
+            fault: None,
+            large_file_bytes: None,
+        };
+        let got = inspect(&objects, &state, &cfg, input).await.unwrap();
+        assert_eq!(got.file_sequence, Some(12));
+        assert_eq!(got.large_file_bytes, 1_000);
+        assert!(
+            got.size_bytes >= got.large_file_bytes,
+            "50 records are over 1,000 bytes"
+        );
+        assert_eq!(got.ingest_task["version"], serde_json::Value::Null);
+        assert_eq!(got.ingest_task["object"]["etag"], obj.etag);
+        let st = state
+            .status("ACME", "2026-11-20".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(st["status"], "INGESTING");
+        // Only the header was read: one open, from the start.
+        assert_eq!(objects.opens(), vec![(obj.key.clone(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn internal_records_take_their_upload_time_as_version() {
+        let objects = MemoryObjects::default();
+        let state = MemoryReconState::default();
+        let obj = objects.put("internal/ACME/2026-11-20/a.csv", b"x".to_vec());
+        let input = InspectInput {
+            object: obj,
+            uploaded_at_ms: 1_763_600_000_000,
+            fault: None,
+            large_file_bytes: Some(7),
+        };
+        let cfg = Config {
+            large_file_bytes: 1_000,
+        };
+        let got = inspect(&objects, &state, &cfg, input).await.unwrap();
+        assert_eq!(got.ingest_task["version"], 1_763_600_000_000u64);
+        assert_eq!(got.large_file_bytes, 7);
+        assert!(objects.opens().is_empty(), "a CSV has no header to peek at");
+    }
+}

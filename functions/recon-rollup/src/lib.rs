@@ -1,0 +1,235 @@
+//! The rollup step: once every shard's summary is in, one report per
+//! program and date.
+//!
+//! The completion watermark is the count of stored summaries of this
+//! reconciliation: fewer than `shard_count` is `ReconIncomplete`, which the
+//! state machine retries; it never rolls up "whatever is there". The report
+//! and the exceptions CSV go to `reports/<program>/<date>/`, the status
+//! record says `RECONCILED`, `bank.recon.reconciliation_completed` goes on
+//! the bus, and an alarm goes out when the breaks exceed the tolerance or
+//! the control totals disagree. Every write overwrites with what the same
+//! summaries give, so a retried rollup changes nothing.
+//!
+//! The same function records a failed execution (`failure` input): status
+//! `FAILED` with the cause, and an alarm.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tally_aws::config::{bounded, ConfigError};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::{Blobs, Publisher, ReconState};
+use tally_aws::StoreError;
+use tally_domain::errors;
+use tally_domain::recon::pipeline::{PipelineStatus, Recon, RECONCILIATION_COMPLETED};
+use tally_domain::recon::rollup::{exceptions_csv, rollup, ReportStatus, RollupError};
+use tally_domain::recon::ObjectKey;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Exceptions tolerated before an alarm (`RECON_ALARM_BREAKS_MAX`, default 0).
+    pub breaks_max: u64,
+    /// Net difference tolerated per currency, major units
+    /// (`RECON_ALARM_DIFFERENCE_MAX`, default 0).
+    pub difference_max: Decimal,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let difference_max = match std::env::var("RECON_ALARM_DIFFERENCE_MAX") {
+            Ok(v) if !v.trim().is_empty() => tally_domain::money::parse_decimal(v.trim())
+                .ok()
+                .filter(|d| !d.is_sign_negative())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "RECON_ALARM_DIFFERENCE_MAX=`{v}`: expected a non-negative decimal"
+                    ))
+                })?,
+            _ => Decimal::ZERO,
+        };
+        Ok(Config {
+            breaks_max: bounded("RECON_ALARM_BREAKS_MAX", 0, 0, u64::MAX)?,
+            difference_max,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Failure {
+    pub object: serde_json::Value,
+    pub error: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RollupInput {
+    Recon { recon: Recon },
+    Failure { failure: Failure },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledUp {
+    pub recon_id: String,
+    pub status: ReportStatus,
+    pub exceptions: u64,
+    pub report_key: String,
+    pub alarmed: bool,
+}
+
+pub fn report_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
+    format!("reports/{program_id}/{file_date}/report.json")
+}
+
+pub fn exceptions_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
+    format!("reports/{program_id}/{file_date}/exceptions.csv")
+}
+
+pub async fn handle<R: ReconState, B: Blobs, A: Publisher>(
+    state: &R,
+    blobs: &B,
+    bus: &A,
+    cfg: &Config,
+    input: RollupInput,
+) -> Result<Option<RolledUp>, HandlerError> {
+    match input {
+        RollupInput::Recon { recon } => roll_up(state, blobs, bus, cfg, recon).await.map(Some),
+        RollupInput::Failure { failure } => {
+            record_failure(state, bus, failure).await?;
+            Ok(None)
+        }
+    }
+}
+
+pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
+    state: &R,
+    blobs: &B,
+    bus: &A,
+    cfg: &Config,
+    recon: Recon,
+) -> Result<RolledUp, HandlerError> {
+    let (program, date) = (recon.program_id.as_str(), recon.file_date);
+    let summaries = state.summaries(program, date, &recon.recon_id).await?;
+    if summaries.len() < recon.shard_count as usize {
+        return Err(HandlerError {
+            name: errors::RECON_INCOMPLETE,
+            message: format!(
+                "{}: {} of {} shard summaries in",
+                recon.recon_id,
+                summaries.len(),
+                recon.shard_count
+            ),
+        });
+    }
+    let trailer = recon.control.unwrap_or_default();
+    let report = rollup(summaries, &trailer).map_err(|e| match e {
+        RollupError::Incomplete { .. } => HandlerError {
+            name: errors::RECON_INCOMPLETE,
+            message: e.to_string(),
+        },
+        other => StoreError::Permanent(format!("{}: {other}", recon.recon_id)).into(),
+    })?;
+    let json =
+        serde_json::to_vec(&report).map_err(|e| StoreError::Permanent(format!("report: {e}")))?;
+    let key = report_key(program, date);
+    blobs.put(&key, json, "application/json").await?;
+    blobs
+        .put(
+            &exceptions_key(program, date),
+            exceptions_csv(&report).into_bytes(),
+            "text/csv",
+        )
+        .await?;
+    let exceptions = report.exceptions.len() as u64;
+    let over_difference = report
+        .currencies
+        .iter()
+        .any(|c| c.difference.abs() > cfg.difference_max);
+    let alarm = exceptions > cfg.breaks_max || over_difference || !report.control_totals_agree;
+    let detail = serde_json::json!({
+        "schema_version": "1",
+        "program_id": program,
+        "file_date": date,
+        "recon_id": recon.recon_id,
+        "status": report.status,
+        "control_totals_agree": report.control_totals_agree,
+        "exceptions": exceptions,
+        "currencies": report.currencies,
+        "report_key": key,
+    });
+    state
+        .put_status(
+            program,
+            date,
+            &serde_json::json!({
+                "status": PipelineStatus::Reconciled,
+                "program_id": program,
+                "file_date": date,
+                "recon_id": recon.recon_id,
+                "report_status": report.status,
+                "exceptions": exceptions,
+                "report_key": key,
+            }),
+        )
+        .await?;
+    bus.put_event(RECONCILIATION_COMPLETED, &detail).await?;
+    if alarm {
+        bus.alarm(
+            &format!("Tally: {program} {date} reconciliation has breaks"),
+            &format!(
+                "{program} {date} ({}): {exceptions} exceptions (tolerated {}), control totals {}; report at {key}",
+                recon.recon_id,
+                cfg.breaks_max,
+                if report.control_totals_agree { "agree" } else { "DISAGREE" }
+            ),
+        )
+        .await?;
+    }
+    Ok(RolledUp {
+        recon_id: recon.recon_id,
+        status: report.status,
+        exceptions,
+        report_key: key,
+        alarmed: alarm,
+    })
+}
+
+async fn record_failure<R: ReconState, A: Publisher>(
+    state: &R,
+    bus: &A,
+    failure: Failure,
+) -> Result<(), HandlerError> {
+    let key = failure.object["key"].as_str().unwrap_or_default();
+    let cause = failure.error["Cause"]
+        .as_str()
+        .or_else(|| failure.error["cause"].as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    let error = failure.error["Error"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned();
+    if let Ok(k) = ObjectKey::parse(key) {
+        state
+            .put_status(
+                &k.program_id,
+                k.file_date,
+                &serde_json::json!({
+                    "status": PipelineStatus::Failed,
+                    "program_id": k.program_id,
+                    "file_date": k.file_date,
+                    "key": key,
+                    "error": error,
+                    "cause": cause,
+                }),
+            )
+            .await?;
+    }
+    bus.alarm(
+        &format!("Tally: reconciliation of {key} failed"),
+        &format!("{key}: {error}: {cause}"),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

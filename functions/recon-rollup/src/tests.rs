@@ -1,0 +1,292 @@
+//! The whole reconciliation over in-memory ports: ingest both sides of a
+//! generated program day with injected breaks, settle, match every shard,
+//! roll up, and compare with the report the generator says it must give.
+
+use super::*;
+use recon_ingest::{ingest, IngestTask};
+use recon_match::{match_shard, MatchTask};
+use recon_settle::{settle, SettleInput, Settled, Wrapped};
+use tally_aws::memory::{
+    MemoryBlobs, MemoryFaults, MemoryObjects, MemoryProgress, MemoryPublisher, MemoryReconState,
+    MemoryRecords,
+};
+use tally_aws::ports::ReconState;
+use tally_domain::recon::pipeline::Inspected;
+use tally_domain::recon::rollup::Report;
+use tally_domain::recon::sample::{self, BreakMix, SampleSpec};
+use tally_domain::recon::ObjectKey;
+
+struct World {
+    objects: MemoryObjects,
+    records: MemoryRecords,
+    progress: MemoryProgress,
+    faults: MemoryFaults,
+    state: MemoryReconState,
+    blobs: MemoryBlobs,
+    bus: MemoryPublisher,
+}
+
+const SHARDS: u32 = 8;
+
+impl World {
+    fn new() -> World {
+        World {
+            objects: MemoryObjects::default(),
+            records: MemoryRecords::default(),
+            progress: MemoryProgress::default(),
+            faults: MemoryFaults::default(),
+            state: MemoryReconState::default(),
+            blobs: MemoryBlobs::default(),
+            bus: MemoryPublisher::default(),
+        }
+    }
+
+    /// Lands an object and runs inspect's part by hand, then ingest and settle.
+    async fn land(&self, key: &str, body: String, version: Option<u64>) -> Settled {
+        let obj = self.objects.put(key, body.into_bytes());
+        let k = ObjectKey::parse(key).unwrap();
+        let cfg = recon_ingest::Config {
+            shard_count: SHARDS,
+            write_concurrency: 4,
+            checkpoint_records: 100,
+            fault_injection: false,
+        };
+        let task = IngestTask {
+            object: obj.clone(),
+            version,
+            fault: None,
+        };
+        let outcome = ingest(
+            &self.objects,
+            &self.records,
+            &self.progress,
+            &self.faults,
+            &cfg,
+            task.clone(),
+        )
+        .await
+        .unwrap();
+        let id = recon_ingest::ingest_id(&k, &obj.etag);
+        self.state
+            .put_outcome(&id, &serde_json::to_value(&outcome).unwrap())
+            .await
+            .unwrap();
+        let inspected = Inspected {
+            side: k.side,
+            program_id: k.program_id.clone(),
+            file_date: k.file_date,
+            key: key.into(),
+            ingest_id: id,
+            size_bytes: obj.size_bytes,
+            large_file_bytes: u64::MAX,
+            file_sequence: None,
+            ingest_task: serde_json::to_value(&task).unwrap(),
+        };
+        let cfg = recon_settle::Config {
+            shard_count: SHARDS,
+            poll_seconds: 60,
+            wait_seconds_max: 3_600,
+        };
+        settle(
+            &self.state,
+            &self.bus,
+            &cfg,
+            SettleInput {
+                inspect: Wrapped { result: inspected },
+                waited_seconds: 0,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn reconcile(&self, recon: Recon) -> RolledUp {
+        for shard in 0..recon.shard_count {
+            match_shard(
+                &self.records,
+                &self.state,
+                MatchTask {
+                    recon: recon.clone(),
+                    shard,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        roll_up(&self.state, &self.blobs, &self.bus, &config(), recon)
+            .await
+            .unwrap()
+    }
+
+    fn report(&self, key: &str) -> Report {
+        serde_json::from_slice(&self.blobs.objects.lock().unwrap()[key]).unwrap()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        breaks_max: 0,
+        difference_max: Decimal::ZERO,
+    }
+}
+
+fn spec() -> SampleSpec {
+    SampleSpec {
+        program_id: "ACME".into(),
+        file_date: "2026-11-20".parse().unwrap(),
+        file_sequence: 3,
+        records: 2_000,
+        seed: 11,
+        breaks: BreakMix::default_for(2_000),
+    }
+}
+
+const S_KEY: &str = "settlement/ACME/2026-11-20/visa.dat";
+const I_KEY: &str = "internal/ACME/2026-11-20/auths.csv";
+
+#[tokio::test]
+async fn a_day_with_injected_breaks_gives_exactly_the_expected_report() {
+    let w = World::new();
+    let s = spec();
+    let first = w.land(S_KEY, sample::settlement_file(&s), None).await;
+    assert!(matches!(first, Settled::Waiting { .. }), "{first:?}");
+    let Settled::Ready { recon, .. } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in")
+    };
+    let done = w.reconcile(recon.clone()).await;
+    let expected = sample::expected_report(&s);
+    let got = w.report(&done.report_key);
+    assert_eq!(got, expected);
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&expected).unwrap()
+    );
+    assert_eq!(done.exceptions, expected.exceptions.len() as u64);
+    assert!(done.alarmed, "breaks above a tolerance of 0");
+    let events = w.bus.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, RECONCILIATION_COMPLETED);
+    assert_eq!(events[0].1["status"], "BREAKS");
+    let status = w.state.status("ACME", s.file_date).await.unwrap().unwrap();
+    assert_eq!(status["status"], "RECONCILED");
+    // The exceptions CSV has a header and one line per exception.
+    let csv = String::from_utf8(
+        w.blobs.objects.lock().unwrap()[&exceptions_key("ACME", s.file_date)].clone(),
+    )
+    .unwrap();
+    assert_eq!(csv.lines().count(), 1 + expected.exceptions.len());
+
+    // Matching and rolling up again (a retried step) gives the same report.
+    let again = w.reconcile(recon).await;
+    assert_eq!(again.report_key, done.report_key);
+    assert_eq!(w.report(&again.report_key), expected);
+}
+
+#[tokio::test]
+async fn the_rollup_waits_for_every_shard() {
+    let w = World::new();
+    let s = spec();
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    let Settled::Ready { recon, .. } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in")
+    };
+    for shard in 0..recon.shard_count - 1 {
+        match_shard(
+            &w.records,
+            &w.state,
+            MatchTask {
+                recon: recon.clone(),
+                shard,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let err = roll_up(&w.state, &w.blobs, &w.bus, &config(), recon)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, errors::RECON_INCOMPLETE);
+    assert!(w.blobs.objects.lock().unwrap().is_empty(), "no report yet");
+    assert!(w.bus.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrected_file_replaces_the_earlier_ones_details() {
+    let w = World::new();
+    let s = spec();
+    w.land(I_KEY, sample::internal_file(&s), Some(1)).await;
+    // Sequence 3 (2,000 details, with breaks), then a corrected sequence 4 of
+    // 1,500 details without breaks: the records of sequence 3 that sequence 4
+    // does not repeat stay stored, and must not be counted.
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    let mut clean = s.clone();
+    clean.file_sequence = 4;
+    clean.breaks = BreakMix::default();
+    clean.records = 1_500;
+    let Settled::Ready { recon, .. } = w
+        .land(
+            "settlement/ACME/2026-11-20/visa-corrected.dat",
+            sample::settlement_file(&clean),
+            None,
+        )
+        .await
+    else {
+        panic!("both sides are in")
+    };
+    assert_eq!(recon.settlement_version, 4);
+    let done = w.reconcile(recon).await;
+    // Internal is still the broken-day's internal file; the settlement side is
+    // the corrected file only: compare with what the generator says for that pair.
+    let got = w.report(&done.report_key);
+    assert_eq!(got.program_id, "ACME");
+    assert!(
+        got.control_totals_agree,
+        "control totals from the corrected file's trailer"
+    );
+    // No record of sequence 3 is counted: settlement-side counts equal the corrected file's details.
+    let settled: u64 = got
+        .currencies
+        .iter()
+        .map(|c| c.matched + c.mismatched + c.unmatched_settlement)
+        .sum();
+    assert_eq!(settled, 1_500);
+    let stale = w
+        .records
+        .records(tally_domain::recon::Side::Settlement)
+        .iter()
+        .filter(|r| r.version == 3)
+        .count();
+    assert!(
+        stale > 0,
+        "the test must leave stale records behind to mean anything"
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_failure_marks_the_day_failed_and_alarms() {
+    let w = World::new();
+    handle(
+        &w.state,
+        &w.blobs,
+        &w.bus,
+        &config(),
+        serde_json::from_value(serde_json::json!({"failure": {
+            "object": {"key": S_KEY},
+            "error": {"Error": "TransientStoreError", "Cause": "throttled for too long"}
+        }}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let st = w
+        .state
+        .status("ACME", "2026-11-20".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st["status"], "FAILED");
+    assert_eq!(st["cause"], "throttled for too long");
+    assert_eq!(w.bus.alarms.lock().unwrap().len(), 1);
+}

@@ -1,0 +1,223 @@
+//! The settle step: after a side's ingest, accept it and decide what comes
+//! next for its program and date.
+//!
+//! - The ingest rejected the file: `REJECTED` (it already quarantined and
+//!   alarmed).
+//! - A higher version of this side is already accepted: `SUPERSEDED`.
+//! - Both sides are in: `READY` with the reconciliation of the two current
+//!   versions, claimed by this execution (conditional write); if another
+//!   execution claimed it first, `CLAIMED_ELSEWHERE`.
+//! - The other side is missing: `WAITING`, to be asked again after
+//!   `poll_seconds`. The other side's arrival starts its own execution,
+//!   which goes on at once; this one only matters if the other side never
+//!   comes: after `RECON_WAIT_SECONDS_MAX` (default 24 h) it reconciles with
+//!   that side empty, which reports every transaction unmatched, and alarms.
+
+use serde::{Deserialize, Serialize};
+use tally_aws::config::{bounded, ConfigError};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::{Acceptance, Publisher, ReconState, SideManifest};
+use tally_aws::StoreError;
+use tally_domain::recon::matching::ControlSums;
+use tally_domain::recon::pipeline::{Inspected, PipelineStatus, Recon};
+use tally_domain::recon::Side;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shard_count: u32,
+    pub poll_seconds: u64,
+    pub wait_seconds_max: u64,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            shard_count: bounded("RECON_SHARD_COUNT", 64, 1, 1024)?,
+            poll_seconds: bounded("RECON_WAIT_POLL_SECONDS", 600, 1, 86_400)?,
+            wait_seconds_max: bounded("RECON_WAIT_SECONDS_MAX", 86_400, 0, 7 * 86_400)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Wrapped<T> {
+    pub result: T,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SettleInput {
+    pub inspect: Wrapped<Inspected>,
+    #[serde(default)]
+    pub waited_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Settled {
+    Ready {
+        recon: Recon,
+        shards: Vec<u32>,
+    },
+    Waiting {
+        poll_seconds: u64,
+        waited_seconds: u64,
+    },
+    Rejected,
+    Superseded {
+        current: u64,
+    },
+    ClaimedElsewhere {
+        recon_id: String,
+    },
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Settlement => Side::Internal,
+        Side::Internal => Side::Settlement,
+    }
+}
+
+fn manifest_from_outcome(i: &Inspected, o: &serde_json::Value) -> Result<SideManifest, StoreError> {
+    let bad =
+        |what: &str| StoreError::Permanent(format!("ingest outcome of {}: {what}", i.ingest_id));
+    let control = match o.get("control") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(c) => Some(
+            serde_json::from_value::<ControlSums>(c.clone()).map_err(|e| bad(&e.to_string()))?,
+        ),
+    };
+    Ok(SideManifest {
+        side: i.side,
+        version: o["version"].as_u64().ok_or_else(|| bad("no version"))?,
+        ingest_id: i.ingest_id.clone(),
+        key: i.key.clone(),
+        records: o["records"].as_u64().ok_or_else(|| bad("no records"))?,
+        control,
+    })
+}
+
+pub async fn settle<R: ReconState, A: Publisher>(
+    state: &R,
+    alarms: &A,
+    cfg: &Config,
+    input: SettleInput,
+) -> Result<Settled, HandlerError> {
+    let i = input.inspect.result;
+    let (program, date) = (i.program_id.as_str(), i.file_date);
+    let outcome = state.outcome(&i.ingest_id).await?.ok_or_else(|| {
+        StoreError::Permanent(format!(
+            "no stored outcome for ingest {}: the ingest did not finish",
+            i.ingest_id
+        ))
+    })?;
+    match outcome["outcome"].as_str() {
+        Some("REJECTED") => return Ok(Settled::Rejected),
+        Some("APPLIED") => {}
+        other => {
+            return Err(StoreError::Permanent(format!(
+                "ingest {}: unknown outcome {other:?}",
+                i.ingest_id
+            ))
+            .into())
+        }
+    }
+    let m = manifest_from_outcome(&i, &outcome)?;
+    if let Acceptance::Superseded { current } = state.accept(program, date, &m).await? {
+        return Ok(Settled::Superseded { current });
+    }
+    let (settlement, internal) = state.manifests(program, date).await?;
+    // This execution's own side must still be current (a newer version may
+    // have been accepted in between): otherwise the newer one's execution
+    // reconciles.
+    let mine = match i.side {
+        Side::Settlement => settlement.as_ref(),
+        Side::Internal => internal.as_ref(),
+    };
+    if let Some(cur) = mine.filter(|c| c.version > m.version) {
+        return Ok(Settled::Superseded {
+            current: cur.version,
+        });
+    }
+    let missing = match (&settlement, &internal) {
+        (Some(_), Some(_)) => None,
+        (None, _) => Some(Side::Settlement),
+        (_, None) => Some(Side::Internal),
+    };
+    if let Some(missing) = missing {
+        if input.waited_seconds < cfg.wait_seconds_max {
+            state
+                .put_status(
+                    program,
+                    date,
+                    &serde_json::json!({
+                        "status": PipelineStatus::waiting_for(missing),
+                        "program_id": program,
+                        "file_date": date,
+                        "waited_seconds": input.waited_seconds,
+                        "wait_seconds_max": cfg.wait_seconds_max,
+                    }),
+                )
+                .await?;
+            let poll = cfg
+                .poll_seconds
+                .min(cfg.wait_seconds_max - input.waited_seconds)
+                .max(1);
+            return Ok(Settled::Waiting {
+                poll_seconds: poll,
+                waited_seconds: input.waited_seconds + poll,
+            });
+        }
+        alarms
+            .alarm(
+                &format!("Tally: {program} {date}: {:?} records never arrived", missing),
+                &format!(
+                    "The {:?} side of {program} {date} has not arrived after {} s; reconciling without it, so every transaction of the other side is reported unmatched.",
+                    missing, input.waited_seconds
+                ),
+            )
+            .await?;
+        debug_assert_eq!(other(missing), i.side);
+    }
+    let recon = Recon {
+        recon_id: Recon::id(
+            program,
+            date,
+            settlement.as_ref().map_or(0, |m| m.version),
+            internal.as_ref().map_or(0, |m| m.version),
+        ),
+        program_id: program.to_owned(),
+        file_date: date,
+        settlement_version: settlement.as_ref().map_or(0, |m| m.version),
+        internal_version: internal.as_ref().map_or(0, |m| m.version),
+        shard_count: cfg.shard_count,
+        control: settlement.as_ref().and_then(|m| m.control),
+    };
+    if !state
+        .claim(program, date, &recon.recon_id, &i.ingest_id)
+        .await?
+    {
+        return Ok(Settled::ClaimedElsewhere {
+            recon_id: recon.recon_id,
+        });
+    }
+    state
+        .put_status(
+            program,
+            date,
+            &serde_json::json!({
+                "status": PipelineStatus::Matching,
+                "program_id": program,
+                "file_date": date,
+                "recon_id": recon.recon_id,
+            }),
+        )
+        .await?;
+    Ok(Settled::Ready {
+        shards: (0..recon.shard_count).collect(),
+        recon,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! What the reconciliation state machine's steps hand each other (JSON).
+
+use super::matching::ControlSums;
+use super::Side;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// One reconciliation: a program and date, and the versions of the two
+/// sides it compares (0: the side never arrived within the wait).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recon {
+    pub recon_id: String,
+    pub program_id: String,
+    pub file_date: NaiveDate,
+    pub settlement_version: u64,
+    pub internal_version: u64,
+    pub shard_count: u32,
+    /// The settlement file's trailer (None when it never arrived).
+    pub control: Option<ControlSums>,
+}
+
+impl Recon {
+    pub fn id(program_id: &str, file_date: NaiveDate, settlement: u64, internal: u64) -> String {
+        format!("{program_id}#{file_date}#s{settlement}#i{internal}")
+    }
+}
+
+/// Where a program and date stands, as `tally recon status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PipelineStatus {
+    Ingesting,
+    Rejected,
+    WaitingForInternal,
+    WaitingForSettlement,
+    Matching,
+    Reconciled,
+    Failed,
+}
+
+impl PipelineStatus {
+    pub fn waiting_for(missing: Side) -> PipelineStatus {
+        match missing {
+            Side::Settlement => PipelineStatus::WaitingForSettlement,
+            Side::Internal => PipelineStatus::WaitingForInternal,
+        }
+    }
+}
+
+/// What the inspect step learned of a landed object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspected {
+    pub side: Side,
+    pub program_id: String,
+    pub file_date: NaiveDate,
+    pub key: String,
+    pub ingest_id: String,
+    pub size_bytes: u64,
+    /// `RECON_LARGE_FILE_BYTES` (or the execution's override): at or above
+    /// it the container ingests the file.
+    pub large_file_bytes: u64,
+    /// Settlement: the header's file sequence, when the header could be read.
+    pub file_sequence: Option<u64>,
+    /// The ingest task both branches run, as JSON.
+    pub ingest_task: serde_json::Value,
+}
+
+/// The `source` of reconciliation events.
+pub const EVENT_SOURCE: &str = "bank.recon";
+/// The `detail-type` of the event a finished reconciliation publishes.
+pub const RECONCILIATION_COMPLETED: &str = "bank.recon.reconciliation_completed";
