@@ -1123,6 +1123,7 @@ def deploy_bucket(stack: Stack, logical: str, client) -> str:
             "Status": cfn_str(p["VersioningConfiguration"]["Status"])})
     eventbridge = (p.get("NotificationConfiguration") or {}).get("EventBridgeConfiguration") or {}
     if as_bool(eventbridge.get("EventBridgeEnabled", False)):
+        # (moto keeps it, though its GetBucketNotificationConfiguration does not show it.)
         s3.put_bucket_notification_configuration(
             Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})
     return result

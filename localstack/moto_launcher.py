@@ -511,6 +511,70 @@ def apply_request_path_patches() -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+# ---------------------------------------------------------------------------
+# Step Functions `ecs:runTask(.sync)`. moto 5.2.5 carries LocalStack's ECS
+# task state without the two conversions it relies on (both are no-ops in
+# moto): the state's PascalCase parameters are passed to boto's run_task
+# as is (`Cluster=` -> a KeyError/validation error), and the result is read
+# with PascalCase keys that boto's camelCase response does not have. AWS
+# calls RunTask with the API's names and hands the state the task described
+# in PascalCase (`TaskArn`, `Containers[0].ExitCode`, ...). These two methods
+# do exactly that; moto's waiting loop (`_eval_sync`) is unchanged.
+
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
+    state_task_service_ecs as _sfn_ecs,
+)
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {(k[:1].lower() + k[1:]): _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value
+
+
+def _pascal_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {(k[:1].upper() + k[1:]): _pascal_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pascal_keys(v) for v in value]
+    return value
+
+
+def _ecs_eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    ecs = _sfn_ecs.boto_client_for(region=resource_runtime_part.region, service="ecs",
+                                   state_credentials=state_credentials)
+    action = self._get_boto_service_action()
+    response = getattr(ecs, action)(**_camel_keys(normalised_parameters))
+    response.pop("ResponseMetadata", None)
+    if response.get("failures"):
+        raise RuntimeError(f"ECS {action} failures: {response['failures']}")
+    env.stack.append(_pascal_keys(response))
+
+
+def _ecs_build_sync_resolver(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+    ecs = _sfn_ecs.boto_client_for(service="ecs", region=resource_runtime_part.region,
+                                   state_credentials=state_credentials)
+    submitted = env.stack.pop()
+    task_arn = submitted["Tasks"][0]["TaskArn"]
+    cluster_arn = submitted["Tasks"][0]["ClusterArn"]
+
+    def resolve():
+        described = ecs.describe_tasks(cluster=cluster_arn, tasks=[task_arn])
+        task = described["tasks"][0]
+        if task["lastStatus"] != "STOPPED":
+            return None
+        return _pascal_keys(task)
+
+    return resolve
+
+
+def apply_ecs_task_patch() -> None:
+    _sfn_ecs.StateTaskServiceEcs._eval_service_task = _ecs_eval_service_task  # type: ignore[method-assign]
+    _sfn_ecs.StateTaskServiceEcs._build_sync_resolver = _ecs_build_sync_resolver  # type: ignore[method-assign]
+
+
 def apply_patch() -> None:
     """Replace DynamoDBBackend.transact_write_items and speed up GSI queries
     (idempotent). Fails on an unreviewed moto."""
@@ -531,6 +595,7 @@ def apply_patch() -> None:
     DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
     _UndoLog.rollback = _rollback  # type: ignore[method-assign]
     apply_request_path_patches()
+    apply_ecs_task_patch()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,11 +59,15 @@ pub struct Failure {
     pub error: serde_json::Value,
 }
 
+/// `{"recon": …}` to roll up, or `{"failure": …}` to record a failed
+/// execution. (A struct, not an untagged enum: serde's untagged enums cannot
+/// carry the u128 control totals.)
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RollupInput {
-    Recon { recon: Recon },
-    Failure { failure: Failure },
+pub struct RollupInput {
+    #[serde(default)]
+    pub recon: Option<Recon>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,11 +95,20 @@ pub async fn handle<R: ReconState, B: Blobs, A: Publisher>(
     input: RollupInput,
 ) -> Result<Option<RolledUp>, HandlerError> {
     match input {
-        RollupInput::Recon { recon } => roll_up(state, blobs, bus, cfg, recon).await.map(Some),
-        RollupInput::Failure { failure } => {
+        RollupInput {
+            recon: Some(recon),
+            failure: None,
+        } => roll_up(state, blobs, bus, cfg, recon).await.map(Some),
+        RollupInput {
+            recon: None,
+            failure: Some(failure),
+        } => {
             record_failure(state, bus, failure).await?;
             Ok(None)
         }
+        _ => Err(HandlerError::invalid_input(
+            "rollup input: expected exactly one of `recon` and `failure`",
+        )),
     }
 }
 

@@ -290,3 +290,18 @@ async fn a_recorded_failure_marks_the_day_failed_and_alarms() {
     assert_eq!(st["cause"], "throttled for too long");
     assert_eq!(w.bus.alarms.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn the_state_machines_rollup_input_reads_back_with_its_control_totals() {
+    // As the Rollup state sends it (u128 totals included).
+    let input: RollupInput = serde_json::from_value(serde_json::json!({"recon": {
+        "recon_id": "ITLAMBDA#2026-11-20#s1#i1795277354000", "program_id": "ITLAMBDA",
+        "file_date": "2026-11-20", "settlement_version": 1, "internal_version": 1_795_277_354_000u64,
+        "shard_count": 64,
+        "control": {"details": 3000, "debit_total_minor": 803_368_928, "credit_total_minor": 156_736_137,
+                    "fee_total_minor": 13_875_944}}}))
+    .unwrap();
+    let recon = input.recon.unwrap();
+    assert_eq!(recon.control.unwrap().debit_total_minor, 803_368_928);
+    assert!(input.failure.is_none());
+}

@@ -57,14 +57,26 @@ pub fn landed(event: &serde_json::Value) -> Result<Landed, String> {
     };
     let bucket = text(&detail["bucket"]["name"], "detail.bucket.name")?;
     let key = text(&detail["object"]["key"], "detail.object.key")?;
-    let etag = text(&detail["object"]["etag"], "detail.object.etag")?;
+    // AWS spells it `etag`; moto, `eTag`.
+    let etag = match &detail["object"]["etag"] {
+        serde_json::Value::Null => text(&detail["object"]["eTag"], "detail.object.etag")?,
+        v => text(v, "detail.object.etag")?,
+    };
     let size_bytes = detail["object"]["size"]
         .as_u64()
         .ok_or("event without detail.object.size")?;
-    let uploaded_at_ms = event["time"]
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or(0, |t| t.timestamp_millis().max(0) as u64);
+    // An RFC 3339 string on AWS; some emulators send epoch seconds.
+    let uploaded_at_ms = match &event["time"] {
+        serde_json::Value::String(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.timestamp_millis().max(0) as u64)
+            .map_err(|e| format!("event time `{t}`: {e}"))?,
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .filter(|s| *s >= 0.0)
+            .map(|s| (s * 1000.0) as u64)
+            .ok_or("event time is not a non-negative number")?,
+        _ => return Err("event without time".into()),
+    };
     Ok(Landed {
         name: execution_name(&key, &etag),
         input: serde_json::json!({
@@ -227,6 +239,23 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["m0", "m1"]);
         assert_eq!(f.started.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_emulator_event_with_e_tag_and_epoch_time_is_read_too() {
+        let f = Fake::default();
+        let body = serde_json::json!({
+            "detail-type": "Object Created", "source": "aws.s3", "time": 1_795_230_245.5,
+            "detail": {"bucket": {"name": "landing"},
+                       "object": {"key": "internal/A/2026-11-20/a.csv", "size": 7, "eTag": "abc"}}
+        })
+        .to_string();
+        let r = handle(&f, sqs(&[body])).await.unwrap();
+        assert!(r.batch_item_failures.is_empty());
+        let started = f.started.lock().unwrap();
+        let input = started.values().next().unwrap();
+        assert_eq!(input["object"]["etag"], "abc");
+        assert_eq!(input["uploaded_at_ms"], 1_795_230_245_500u64);
     }
 
     #[test]

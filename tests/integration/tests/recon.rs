@@ -83,11 +83,16 @@ async fn a_bad_file_applies_nothing_and_lands_under_rejected_with_its_reason() {
         .await
         .unwrap();
     let date = s.file_date;
+    let deadline = std::time::Instant::now() + WAIT;
     let st = loop {
         let st = r.status(&s.program_id, date).await.unwrap();
         if st.as_ref().is_some_and(|v| v["status"] == "REJECTED") {
             break st.unwrap();
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rejected in time: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(st["reason"]["line"], 501);
@@ -112,4 +117,184 @@ async fn a_bad_file_applies_nothing_and_lands_under_rejected_with_its_reason() {
         .send()
         .await
         .expect("a copy of the rejected file");
+}
+
+/// Starts the reconciliation of a staged object directly (as the trigger
+/// would, with extra test-only fields), under a name of the test's own.
+async fn start_direct(r: &Recon, key: &str, name: &str, extra: serde_json::Value) {
+    let sdk = tally_aws::config::aws().await;
+    let head =
+        r.s3.head_object()
+            .bucket(STAGING)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    let mut input = serde_json::json!({
+        "object": {
+            "bucket": STAGING,
+            "key": key,
+            "etag": head.e_tag().unwrap().trim_matches('"'),
+            "size_bytes": head.content_length().unwrap(),
+        },
+        "uploaded_at_ms": 1_700_000_000_000u64,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        input[k] = v.clone();
+    }
+    aws_sdk_sfn::Client::new(&sdk)
+        .start_execution()
+        .state_machine_arn(&r.stack.state_machine_arn)
+        .name(name)
+        .input(input.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A bucket without notifications: objects staged there start nothing by
+/// themselves, so a test's own executions are the only ones.
+const STAGING: &str = "tally-it-staging";
+
+/// Uploads to the staging bucket under a landing key; returns the key.
+async fn stage(r: &Recon, side: &str, program: &str, file: &std::path::Path, ext: &str) -> String {
+    let _ = r.s3.create_bucket().bucket(STAGING).send().await;
+    let key = format!("{side}/{program}/{DATE}/staged.{ext}");
+    r.s3.put_object()
+        .bucket(STAGING)
+        .key(&key)
+        .body(
+            aws_sdk_s3::primitives::ByteStream::from_path(file)
+                .await
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    key
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_container_branch_gives_the_same_report_as_the_lambda_branch() {
+    let r = recon().await;
+    let s = spec("ITFARGATE", 2_000, 21);
+    let [dat, csv, _] = files(&s);
+    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    // Every file counts as large: both go through ecs:runTask.sync (the local
+    // stack runs the recon-ingest-task binary as a process in place of Fargate).
+    for (k, n) in [
+        (&k_internal, "it-fargate-i"),
+        (&k_settlement, "it-fargate-s"),
+    ] {
+        start_direct(&r, k, n, serde_json::json!({"large_file_bytes": 1})).await;
+    }
+    let got = report(&r, &s.program_id).await;
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&sample::expected_report(&s)).unwrap()
+    );
+    let logs: Vec<_> = std::fs::read_dir(repo_root().join(".tally/local"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ecs-"))
+        .collect();
+    assert!(!logs.is_empty(), "the container entry point ran");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
+    let r = recon().await;
+    // More than one checkpoint's worth (5,000 records) of details.
+    let s = spec("ITRESUME", 6_000, 33);
+    let [dat, csv, _] = files(&s);
+    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    start_direct(&r, &k_internal, "it-resume-i", serde_json::json!({})).await;
+    // The settlement ingest stops at its first checkpoint (5,000 records
+    // applied), the state machine retries it, and it resumes from there.
+    start_direct(
+        &r,
+        &k_settlement,
+        "it-resume-s",
+        serde_json::json!({"fault": {"fail_after_records": 1, "failures": 1}}),
+    )
+    .await;
+    let got = report(&r, &s.program_id).await;
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&sample::expected_report(&s)).unwrap()
+    );
+    let etag =
+        r.s3.head_object()
+            .bucket(STAGING)
+            .key(&k_settlement)
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+    use tally_aws::ports::ReconState;
+    let outcome = r
+        .state
+        .outcome(&format!("settlement#ITRESUME#{DATE}#{etag}"))
+        .await
+        .unwrap()
+        .expect("the ingest's outcome");
+    assert_eq!(outcome["records"], 6_000);
+    assert_eq!(outcome["resumed_from_record"], 5_000, "{outcome}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_same_object_delivered_twice_reconciles_once() {
+    let r = recon().await;
+    let s = spec("ITTWICE", 800, 44);
+    let [dat, csv, _] = files(&s);
+    r.upload(Side::Internal, &s.program_id, s.file_date, &csv)
+        .await
+        .unwrap();
+    r.upload(Side::Settlement, &s.program_id, s.file_date, &dat)
+        .await
+        .unwrap();
+    let first = report(&r, &s.program_id).await;
+    // The same bytes again under the same key: same ETag, same execution name.
+    r.upload(Side::Settlement, &s.program_id, s.file_date, &dat)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let sdk = tally_aws::config::aws().await;
+    let names: Vec<String> = aws_sdk_sfn::Client::new(&sdk)
+        .list_executions()
+        .state_machine_arn(&r.stack.state_machine_arn)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .iter()
+        .map(|e| e.name().to_owned())
+        .collect();
+    let settlement_key = format!("settlement/ITTWICE/{DATE}/ITTWICE-{DATE}.dat");
+    let wanted = recon_trigger_name(&r, &settlement_key).await;
+    assert_eq!(
+        names.iter().filter(|n| **n == wanted).count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(report(&r, &s.program_id).await, first);
+}
+
+async fn recon_trigger_name(r: &Recon, key: &str) -> String {
+    let head =
+        r.s3.head_object()
+            .bucket(&r.stack.landing_bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    recon_trigger::execution_name(key, head.e_tag().unwrap())
 }
