@@ -153,3 +153,16 @@ def test_only_the_listed_scoped_wildcards_pass(template):
     assert not any("/settlement/*" in f for f in found)
     assert any("${LandingBucket.Arn}/*'" in f for f in found), found
     assert any("s3:*" in f for f in found), found
+
+
+def test_the_ingest_image_runs_the_binary_the_task_definition_names(template):
+    """infra/Dockerfile.recon-ingest builds and starts the binary that the task
+    definition's LocalBinaries (what the local stack runs) names."""
+    td = template["Resources"]["ReconIngestTaskDefinition"]
+    binaries = td["Metadata"]["LocalBinaries"]
+    (container,) = [c["Name"] for c in td["Properties"]["ContainerDefinitions"]]
+    binary = binaries[container]
+    dockerfile = (Path(__file__).resolve().parents[2] / "infra" / "Dockerfile.recon-ingest").read_text()
+    assert f"--bin {binary} " in dockerfile
+    assert f'ENTRYPOINT ["/{binary}"]' in dockerfile
+    assert "FROM scratch" in dockerfile

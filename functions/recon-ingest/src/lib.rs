@@ -221,21 +221,27 @@ async fn validate<S: ObjectSource>(
 }
 
 /// What happens to a rejected file: a copy under `rejected/` with the reason
-/// (line, field, expected, found) beside it, and an alarm. Idempotent: a
-/// retry copies and alarms again, which is harmless.
+/// (line, field, expected, found) beside it, and an alarm. A file rejected
+/// for an unmasked PAN gets the reason but no copy. Idempotent: a retry
+/// copies and alarms again, which is harmless.
 pub async fn quarantine<Q: Quarantine, A: Publisher>(
     q: &Q,
     alarms: &A,
     obj: &ObjectRef,
     reason: &Rejection,
 ) -> Result<(), HandlerError> {
+    // A file rejected for an unmasked card number is not copied: the copy
+    // would be one more place holding a full PAN. The reason says so.
+    let copy = reason.field != "masked PAN" && reason.field != "masked_pan";
     let reason_json = serde_json::json!({
         "key": obj.key,
         "etag": obj.etag,
         "status": "REJECTED",
         "reason": reason,
+        "copied": copy,
+        "note": if copy { "" } else { "no copy: the file holds a card number that is not masked; delete the original" },
     });
-    q.reject(obj, &reason_json.to_string()).await?;
+    q.reject(obj, &reason_json.to_string(), copy).await?;
     alarms
         .alarm(
             &format!("Tally: settlement file rejected: {}", obj.key),

@@ -206,6 +206,7 @@ async fn a_fault_on_the_last_detail_rejects_the_whole_file_with_nothing_applied(
         serde_json::from_str(&rejected[&format!("rejected/{KEY}")]).unwrap();
     assert_eq!(why["reason"]["line"], 2_001);
     assert_eq!(why["reason"]["field"], "amount sign");
+    assert_eq!(*q.copies.lock().unwrap(), vec![format!("rejected/{KEY}")]);
     assert_eq!(alarms.alarms.lock().unwrap().len(), 1);
 }
 
@@ -291,5 +292,34 @@ async fn a_file_replaced_mid_ingest_is_not_mixed_with_its_replacement() {
         .put(KEY, sample::settlement_file(&spec(60)).into_bytes());
     let err = w.ingest(&cfg(100), task(obj)).await.unwrap_err();
     assert_eq!(err.name, tally_domain::errors::STORE_ERROR);
+    assert_eq!(w.records.puts(), 0);
+}
+
+#[tokio::test]
+async fn a_file_with_an_unmasked_pan_is_not_copied_and_the_pan_is_in_no_record_or_reason() {
+    let w = World::new();
+    let file = sample::settlement_file(&spec(20));
+    // Line 5's masked PAN (columns 40-58) becomes a full one.
+    let pan = "4111111111111111   ";
+    let bad = with_line(&file, 5, |l| format!("{}{}{}", &l[..39], pan, &l[58..]));
+    let obj = w.objects.put(KEY, bad.into_bytes());
+    let out = w.ingest(&cfg(100), task(obj.clone())).await.unwrap();
+    let IngestOutcome::Rejected { reason, .. } = out else {
+        panic!("expected a rejection, got {out:?}")
+    };
+    assert_eq!(reason.line, 5);
+    let q = MemoryQuarantine::default();
+    let alarms = MemoryPublisher::default();
+    quarantine(&q, &alarms, &obj, &reason).await.unwrap();
+    assert!(
+        q.copies.lock().unwrap().is_empty(),
+        "no copy of a file with a full PAN"
+    );
+    let rejected = q.rejected.lock().unwrap().clone();
+    let text = &rejected[&format!("rejected/{KEY}")];
+    assert!(!text.contains("4111111111111111"), "{text}");
+    assert!(!alarms.alarms.lock().unwrap()[0]
+        .1
+        .contains("4111111111111111"));
     assert_eq!(w.records.puts(), 0);
 }

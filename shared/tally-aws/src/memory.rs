@@ -415,18 +415,30 @@ impl IngestProgress for MemoryProgress {
     }
 }
 
-/// Rejected objects in memory: key → reason JSON.
+/// Rejected objects in memory: key → reason JSON, and the keys copied.
 #[derive(Default)]
 pub struct MemoryQuarantine {
     pub rejected: Mutex<BTreeMap<String, String>>,
+    pub copies: Mutex<Vec<String>>,
 }
 
 impl crate::ports::Quarantine for MemoryQuarantine {
-    async fn reject(&self, obj: &ObjectRef, reason_json: &str) -> Result<(), StoreError> {
+    async fn reject(
+        &self,
+        obj: &ObjectRef,
+        reason_json: &str,
+        copy: bool,
+    ) -> Result<(), StoreError> {
         self.rejected
             .lock()
             .unwrap()
             .insert(format!("rejected/{}", obj.key), reason_json.into());
+        if copy {
+            self.copies
+                .lock()
+                .unwrap()
+                .push(format!("rejected/{}", obj.key));
+        }
         Ok(())
     }
 }

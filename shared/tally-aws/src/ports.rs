@@ -191,12 +191,13 @@ pub trait IngestProgress: Send + Sync {
 
 /// Where rejected files go.
 pub trait Quarantine: Send + Sync {
-    /// Copies the object under `rejected/<its key>` and writes the reason
-    /// (JSON) beside it as `rejected/<its key>.reason.json`. Idempotent.
+    /// Writes the reason (JSON) as `rejected/<its key>.reason.json` and,
+    /// when `copy`, copies the object under `rejected/<its key>`. Idempotent.
     fn reject(
         &self,
         obj: &ObjectRef,
         reason_json: &str,
+        copy: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

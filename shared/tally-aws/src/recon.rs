@@ -266,17 +266,24 @@ impl IngestProgress for DynamoProgress {
 }
 
 impl crate::ports::Quarantine for S3Objects {
-    async fn reject(&self, obj: &ObjectRef, reason_json: &str) -> Result<(), StoreError> {
+    async fn reject(
+        &self,
+        obj: &ObjectRef,
+        reason_json: &str,
+        copy: bool,
+    ) -> Result<(), StoreError> {
         let target = format!("rejected/{}", obj.key);
-        self.client
-            .copy_object()
-            .bucket(&obj.bucket)
-            .key(&target)
-            .copy_source(format!("{}/{}", obj.bucket, encode_key(&obj.key)))
-            .copy_source_if_match(&obj.etag)
-            .send()
-            .await
-            .map_err(|e| classify("CopyObject(rejected)", e))?;
+        if copy {
+            self.client
+                .copy_object()
+                .bucket(&obj.bucket)
+                .key(&target)
+                .copy_source(format!("{}/{}", obj.bucket, encode_key(&obj.key)))
+                .copy_source_if_match(&obj.etag)
+                .send()
+                .await
+                .map_err(|e| classify("CopyObject(rejected)", e))?;
+        }
         self.client
             .put_object()
             .bucket(&obj.bucket)
