@@ -37,7 +37,7 @@ use tally_aws::ports::{
 use tally_aws::StoreError;
 use tally_domain::recon::internal::{self, InternalReader};
 use tally_domain::recon::matching::ControlSums;
-use tally_domain::recon::pipeline::PipelineStatus;
+use tally_domain::recon::pipeline::{ingest_id, PipelineStatus};
 use tally_domain::recon::settlement::{self, SettlementReader};
 use tally_domain::recon::shard::{check_shard_count, recon_shard, shard_key};
 use tally_domain::recon::{ObjectKey, Rejection, Side, Txn};
@@ -113,20 +113,6 @@ pub enum IngestOutcome {
         side: Option<Side>,
         reason: Rejection,
     },
-}
-
-/// The ingest's identity: one object version.
-pub fn ingest_id(key: &ObjectKey, etag: &str) -> String {
-    let side = match key.side {
-        Side::Settlement => "settlement",
-        Side::Internal => "internal",
-    };
-    format!(
-        "{side}#{}#{}#{}",
-        key.program_id,
-        key.file_date,
-        etag.trim_matches('"')
-    )
 }
 
 /// Reads one line of at most `LINE_BYTES_MAX` bytes into `buf` (without its
@@ -283,10 +269,7 @@ pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
                 .await?;
         }
     }
-    let id = match ObjectKey::parse(&obj.key) {
-        Ok(k) => ingest_id(&k, &obj.etag),
-        Err(_) => format!("unparsable#{}#{}", obj.key, obj.etag.trim_matches('"')),
-    };
+    let id = ingest_id(&obj.key, &obj.etag);
     let json = serde_json::to_value(outcome)
         .map_err(|e| StoreError::Permanent(format!("ingest outcome: {e}")))?;
     state.put_outcome(&id, &json).await?;
@@ -344,7 +327,7 @@ where
         ),
         Summary::Internal(_) => (task.version.unwrap_or(0), None),
     };
-    let id = ingest_id(&key, &obj.etag);
+    let id = ingest_id(&obj.key, &obj.etag);
     let fault = task.fault.clone().filter(|_| cfg.fault_injection);
     let start = progress.checkpoint(&id).await?.unwrap_or(Checkpoint {
         offset_bytes: 0,

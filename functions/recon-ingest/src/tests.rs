@@ -131,7 +131,7 @@ async fn an_ingest_stopped_part_way_resumes_from_its_checkpoint_without_double_c
     });
     let err = w.ingest(&cfg(100), t.clone()).await.unwrap_err();
     assert_eq!(err.name, tally_domain::errors::TRANSIENT_STORE_ERROR);
-    let id = ingest_id(&ObjectKey::parse(KEY).unwrap(), &obj.etag);
+    let id = ingest_id(KEY, &obj.etag);
     let cp = w.progress.get(&id).unwrap();
     assert_eq!(cp.records_applied, 300);
     assert_eq!(w.records.records(Side::Settlement).len(), 300);

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{ObjectRef, ObjectSource, ReconState};
-use tally_domain::recon::pipeline::{Inspected, PipelineStatus};
+use tally_domain::recon::pipeline::{ingest_id, Inspected, PipelineStatus};
 use tally_domain::recon::settlement::parse_header;
 use tally_domain::recon::{ObjectKey, Side};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
@@ -50,10 +50,7 @@ pub async fn inspect<S: ObjectSource, R: ReconState>(
     // A key that is not a landing key is rejected by the ingest, with the
     // reason quarantined like any other rejection; here it only needs a name.
     let key = ObjectKey::parse(&obj.key).ok();
-    let ingest_id = match &key {
-        Some(k) => recon_ingest_id(k, &obj.etag),
-        None => format!("unparsable#{}#{}", obj.key, obj.etag.trim_matches('"')),
-    };
+    let ingest_id = ingest_id(&obj.key, &obj.etag);
     let mut file_sequence = None;
     if key.as_ref().is_some_and(|k| k.side == Side::Settlement) {
         let mut r = objects.open(&obj, 0).await?;
@@ -105,20 +102,6 @@ pub async fn inspect<S: ObjectSource, R: ReconState>(
             "fault": input.fault,
         }),
     })
-}
-
-/// The ingest's id, as the ingest names it (side, program, date, ETag).
-pub fn recon_ingest_id(key: &ObjectKey, etag: &str) -> String {
-    let side = match key.side {
-        Side::Settlement => "settlement",
-        Side::Internal => "internal",
-    };
-    format!(
-        "{side}#{}#{}#{}",
-        key.program_id,
-        key.file_date,
-        etag.trim_matches('"')
-    )
 }
 
 #[cfg(test)]

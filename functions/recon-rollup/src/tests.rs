@@ -66,7 +66,7 @@ impl World {
         )
         .await
         .unwrap();
-        let id = recon_ingest::ingest_id(&k, &obj.etag);
+        let id = tally_domain::recon::pipeline::ingest_id(key, &obj.etag);
         self.state
             .put_outcome(&id, &serde_json::to_value(&outcome).unwrap())
             .await

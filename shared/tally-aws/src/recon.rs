@@ -401,13 +401,6 @@ impl DynamoReconState {
     }
 }
 
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Settlement => "settlement",
-        Side::Internal => "internal",
-    }
-}
-
 fn json_err(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
     move |e| StoreError::Permanent(format!("{what}: {e}"))
 }
@@ -434,7 +427,7 @@ impl ReconState for DynamoReconState {
             .put_item()
             .table_name(&self.state_table)
             .item("pk", Self::pk(program_id, file_date))
-            .item("sk", s(format!("SIDE#{}", side_name(m.side))))
+            .item("sk", s(format!("SIDE#{}", m.side.as_str())))
             .item("version", n(m.version))
             .item("body", s(body))
             .condition_expression("attribute_not_exists(pk) OR version <= :v")
@@ -470,7 +463,7 @@ impl ReconState for DynamoReconState {
             let m = match self
                 .get_json(
                     Self::pk(program_id, file_date),
-                    &format!("SIDE#{}", side_name(side)),
+                    &format!("SIDE#{}", side.as_str()),
                 )
                 .await?
             {

@@ -135,6 +135,16 @@ pub enum Side {
     Internal,
 }
 
+impl Side {
+    /// `settlement` or `internal`: the landing prefix, and the name in keys and ids.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Side::Settlement => "settlement",
+            Side::Internal => "internal",
+        }
+    }
+}
+
 /// A landing-bucket key: `settlement/<ProgramID>/<YYYY-MM-DD>/<name>.dat` or
 /// `internal/<ProgramID>/<YYYY-MM-DD>/<name>.csv`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,23 @@ impl PipelineStatus {
     }
 }
 
+/// The id of an ingest of one object version: side, program, date and ETag
+/// (quotes dropped); `unparsable#<key>#<etag>` for a key that is not a
+/// landing key (its ingest rejects it). Checkpoints and outcomes are stored
+/// under it, so inspect, ingest and settle must all name it this way.
+pub fn ingest_id(object_key: &str, etag: &str) -> String {
+    let etag = etag.trim_matches('"');
+    match super::ObjectKey::parse(object_key) {
+        Ok(k) => format!(
+            "{}#{}#{}#{etag}",
+            k.side.as_str(),
+            k.program_id,
+            k.file_date
+        ),
+        Err(_) => format!("unparsable#{object_key}#{etag}"),
+    }
+}
+
 /// What the inspect step learned of a landed object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inspected {
