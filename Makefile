@@ -72,12 +72,15 @@ test-static: setup
 
 # The integration tests share one local stack with the fault switch enabled;
 # the stack runs the debug build the unit tests already made.
+# Every AWS call passes the test-only fault proxy (tests/fault-proxy), idle
+# until a test sets a fault plan on it.
 test-integration: setup
-	cargo build --bins $(FUNCTIONS)
-	$(PY) localstack/tally_local.py up --no-reload --debug-build --parameter-overrides FaultInjection=enabled \
-	  ReconWaitPollSeconds=2
+	cargo build --bins $(FUNCTIONS) -p fault-proxy
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
+	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
-	  $(LOCAL_ENV) cargo test -p tally-integration-tests --test cob --test recon -- --ignored --test-threads=1
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 \
+	  cargo test -p tally-integration-tests --test cob --test recon -- --ignored --test-threads=1
 
 ## bench: the kernel on one core (criterion) and the local end-to-end figures
 bench: bench-kernel bench-ingest bench-local

@@ -15,6 +15,10 @@ under .tally/local/):
             (moto_server + an O(items) instead of O(table) TransactWriteItems);
   gateway   localstack/gateway.py on 127.0.0.1:4566 -- the endpoint everything
             uses (AWS_ENDPOINT_URL=http://127.0.0.1:4566);
+  faults    with --fault-proxy only (the integration tests): the test-only
+            tests/fault-proxy binary on 127.0.0.1:4576 between the gateway and
+            moto, so that every call any function or Step Functions makes
+            passes it; it injects nothing until a test sets a plan;
   lambda    `cargo lambda watch` on 127.0.0.1:9000 from the repo root, release
             build (`--release`; `--debug-build` for dev), with the functions'
             environment from .tally/lambda-env and the AWS endpoint variables.
@@ -218,6 +222,7 @@ def components(args) -> dict[str, Component]:
     return {
         "moto": Component("moto", args.moto_port, "moto_launcher.py", "moto_server"),
         "gateway": Component("gateway", args.gateway_port, "gateway.py"),
+        "faults": Component("faults", args.fault_proxy_port, "fault-proxy"),
         "lambda": Component("lambda", args.lambda_port, "lambda watch"),
     }
 
@@ -264,8 +269,35 @@ def ensure_moto(args, comp: Component) -> None:
     say(f"moto up (pid {pid}, {HOST}:{comp.port}, MOTO_PORT={args.gateway_port}) log {comp.log_file}")
 
 
+def bin_dir(args) -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
+    return target / ("debug" if args.debug_build else "release")
+
+
+def ensure_fault_proxy(args, comp: Component) -> None:
+    """The test-only fault proxy (tests/fault-proxy) between the gateway and
+    moto; it injects nothing until a test sets a plan on /_fault/plan."""
+    if comp.pid() is not None and http_ok(comp.port, "/_fault/health"):
+        say(f"fault proxy already up (pid {comp.pid()}, port {comp.port})")
+        return
+    comp.stop()
+    binary = bin_dir(args) / "fault-proxy"
+    if not binary.exists():
+        raise Fail(f"{binary} not found: cargo build -p fault-proxy{'' if args.debug_build else ' --release'}")
+    proc = comp.start([str(binary), "--listen", f"{HOST}:{comp.port}",
+                       "--upstream", f"{HOST}:{args.moto_port}"], dict(os.environ))
+    comp.wait_ready(lambda: http_ok(comp.port, "/_fault/health"), args.wait_timeout, proc)
+    say(f"fault proxy up (pid {proc.pid}, {HOST}:{comp.port} -> moto :{args.moto_port}) log {comp.log_file}")
+
+
 def ensure_gateway(args, comp: Component) -> None:
     pid = comp.pid()
+    upstream = f"{HOST}:{args.fault_proxy_port if args.fault_proxy else args.moto_port}"
+    upstream_file = STATE_DIR / "gateway.upstream"
+    if pid is not None and (upstream_file.read_text().strip() if upstream_file.exists() else "") != upstream:
+        say(f"gateway (pid {pid}) forwards elsewhere; restarting it to forward to {upstream}")
+        comp.stop()
+        pid = None
     if pid is not None and moto_healthy(comp.port):
         say(f"gateway already up (pid {pid}, port {comp.port})")
         return
@@ -277,20 +309,20 @@ def ensure_gateway(args, comp: Component) -> None:
                    f"(a LocalStack? then use --endpoint http://{HOST}:{comp.port})")
     py = require(venv_dir() / "bin" / "python", "venv python")
     cmd = [str(py), str(REPO_ROOT / "localstack" / "gateway.py"), "--port", str(comp.port),
-           "--moto", f"{HOST}:{args.moto_port}", "--lambda-host", f"{HOST}:{args.lambda_port}",
+           "--moto", upstream, "--lambda-host", f"{HOST}:{args.lambda_port}",
            "--invoke-timeout", str(args.invoke_timeout),
            # ECS RunTask of the template's task definitions: a local process of the
            # container's binary (localstack/local_ecs.py), from the same build as the Lambdas.
            "--ecs-tasks", str(OUT_DIR / "ecs-tasks.json"),
-           "--bin-dir", str(Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
-                            / ("debug" if args.debug_build else "release")),
+           "--bin-dir", str(bin_dir(args)),
            "--log-dir", str(STATE_DIR),
            # SQS -> Lambda event source mappings, played locally (localstack/local_sqs_source.py).
            "--event-sources", str(OUT_DIR / "event-sources.json")]
     proc = comp.start(cmd, dict(os.environ))
+    upstream_file.write_text(upstream + "\n")
     comp.wait_ready(lambda: moto_healthy(comp.port), args.wait_timeout, proc)
     pid = proc.pid
-    say(f"gateway up (pid {pid}, {HOST}:{comp.port} -> moto :{args.moto_port}, lambda :{args.lambda_port}) "
+    say(f"gateway up (pid {pid}, {HOST}:{comp.port} -> {upstream}, lambda :{args.lambda_port}) "
         f"log {comp.log_file}")
 
 
@@ -363,6 +395,10 @@ def cmd_up(args) -> None:
     else:
         endpoint = f"http://{HOST}:{args.gateway_port}"
         ensure_moto(args, comps["moto"])
+        if args.fault_proxy:
+            ensure_fault_proxy(args, comps["faults"])
+        else:
+            comps["faults"].stop()
         ensure_gateway(args, comps["gateway"])
     run_deploy(args, endpoint, real)
     if args.no_lambda_host:
@@ -381,7 +417,7 @@ def cmd_deploy(args) -> None:
 
 def cmd_down(args) -> None:
     comps = components(args)
-    for name in ("lambda", "gateway", "moto"):
+    for name in ("lambda", "gateway", "faults", "moto"):
         c = comps[name]
         pid = c.pid()
         if c.stop():
@@ -394,14 +430,15 @@ def cmd_down(args) -> None:
 def cmd_status(args) -> int:
     comps = components(args)
     running = 0
-    for name in ("moto", "gateway", "lambda"):
+    for name in ("moto", "faults", "gateway", "lambda"):
         c = comps[name]
         pid = c.pid()
         if pid is None:
             say(f"{name:8} stopped")
             continue
         running += 1
-        healthy = moto_healthy(c.port) if name != "lambda" else port_open(c.port)
+        healthy = {"lambda": lambda: port_open(c.port),
+                   "faults": lambda: http_ok(c.port, "/_fault/health")}.get(name, lambda: moto_healthy(c.port))()
         say(f"{name:8} pid {pid}  {HOST}:{c.port}  {'answering' if healthy else 'NOT ANSWERING'}  log {c.log_file}")
     sj = OUT_DIR / "stack.json"
     if running and sj.exists():
@@ -417,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--moto-port", type=int, default=4575)
         sp.add_argument("--gateway-port", type=int, default=4566)
+        sp.add_argument("--fault-proxy-port", type=int, default=4576)
         sp.add_argument("--lambda-port", type=int, default=9000)
 
     def deploy_opts(sp):
@@ -431,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(up)
     deploy_opts(up)
     up.add_argument("--no-lambda-host", action="store_true", help="do not start cargo lambda watch")
+    up.add_argument("--fault-proxy", action="store_true",
+                    help="put the test-only fault proxy (tests/fault-proxy) between the gateway and moto")
     up.add_argument("--debug-build", action="store_true", help="cargo lambda watch without --release")
     up.add_argument("--no-reload", action="store_true", help="cargo lambda watch --ignore-changes")
     up.add_argument("--concurrency", type=int, default=10, help="instances per function (Map runs 10 at once)")

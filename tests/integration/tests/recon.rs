@@ -227,24 +227,7 @@ async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
         serde_json::to_string(&got).unwrap(),
         serde_json::to_string(&sample::expected_report(&s)).unwrap()
     );
-    let etag =
-        r.s3.head_object()
-            .bucket(STAGING)
-            .key(&k_settlement)
-            .send()
-            .await
-            .unwrap()
-            .e_tag()
-            .unwrap()
-            .trim_matches('"')
-            .to_owned();
-    use tally_aws::ports::ReconState;
-    let outcome = r
-        .state
-        .outcome(&format!("settlement#ITRESUME#{DATE}#{etag}"))
-        .await
-        .unwrap()
-        .expect("the ingest's outcome");
+    let outcome = staged_outcome(&r, &k_settlement).await;
     assert_eq!(outcome["records"], 6_000);
     assert_eq!(outcome["resumed_from_record"], 5_000, "{outcome}");
 }
@@ -288,6 +271,27 @@ async fn the_same_object_delivered_twice_reconciles_once() {
     assert_eq!(report(&r, &s.program_id).await, first);
 }
 
+/// The recorded outcome of the ingest of a staged object.
+async fn staged_outcome(r: &Recon, key: &str) -> serde_json::Value {
+    use tally_aws::ports::ReconState;
+    let etag =
+        r.s3.head_object()
+            .bucket(STAGING)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+    r.state
+        .outcome(&tally_domain::recon::pipeline::ingest_id(key, &etag))
+        .await
+        .unwrap()
+        .expect("the ingest's outcome")
+}
+
 async fn recon_trigger_name(r: &Recon, key: &str) -> String {
     let head =
         r.s3.head_object()
@@ -297,4 +301,68 @@ async fn recon_trigger_name(r: &Recon, key: &str) -> String {
             .await
             .unwrap();
     recon_trigger::execution_name(key, head.e_tag().unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack with its fault proxy: make test"]
+async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_report() {
+    use fault_proxy::{control, Kind, Plan, Rule};
+    let proxy = std::env::var("TALLY_FAULT_PROXY")
+        .expect("TALLY_FAULT_PROXY: the local stack's fault proxy (make test starts it)");
+    let r = recon().await;
+    let s = spec("ITTHROTTLE", 3_000, 55);
+    let [dat, csv, _] = files(&s);
+    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    // Every record write is a BatchWriteItem: a fifth are throttled (both
+    // throttle errors), a third of the rest come back partly unprocessed.
+    let rule = |kind, rate| Rule {
+        kind,
+        rate,
+        operations: vec!["BatchWriteItem".into()],
+        latency_ms: 0,
+    };
+    let plan = Plan {
+        seed: 2026,
+        rules: vec![
+            rule(Kind::Throttle, 0.15),
+            rule(Kind::ThrottlingException, 0.05),
+            rule(Kind::Unprocessed, 0.3),
+        ],
+        max_faults: 10_000,
+        expires_after_s: 900,
+    };
+    control::set_plan(&proxy, &plan).await.unwrap();
+    let _clear = control::ClearOnDrop(proxy.clone());
+    start_direct(&r, &k_internal, "it-throttle-i", serde_json::json!({})).await;
+    start_direct(&r, &k_settlement, "it-throttle-s", serde_json::json!({})).await;
+    let got = report(&r, &s.program_id).await;
+    let stats = control::stats(&proxy).await.unwrap();
+    eprintln!("fault proxy: {}", serde_json::to_string(&stats).unwrap());
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&sample::expected_report(&s)).unwrap()
+    );
+    // 3,000 records a side in chunks of 25: 240 first attempts at least.
+    assert!(
+        stats.faults.get("throttle").copied().unwrap_or(0) >= 10,
+        "{stats:?}"
+    );
+    assert!(
+        stats.faults.get("unprocessed").copied().unwrap_or(0) >= 20,
+        "{stats:?}"
+    );
+    assert!(stats.items_withheld > 0, "{stats:?}");
+    // Unprocessed items reach the ingest's own retry loop (the SDK does not
+    // retry them): every such answer cost at least one retry.
+    let mut retries = 0;
+    for key in [&k_internal, &k_settlement] {
+        let o = staged_outcome(&r, key).await;
+        assert_eq!(o["records"], 3_000, "{o}");
+        retries += o["write_retries"].as_u64().unwrap();
+    }
+    assert!(
+        retries >= stats.faults["unprocessed"],
+        "{retries} retries, {stats:?}"
+    );
 }

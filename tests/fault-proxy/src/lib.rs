@@ -1,0 +1,610 @@
+//! Fault plans and the decisions of the test-only fault proxy.
+//!
+//! The proxy (`src/main.rs`) forwards every request to the local stack and,
+//! for requests a plan's rule matches, injects one fault instead of (or
+//! around) the real answer. Which request gets a fault is a pure function of
+//! the plan's seed, the request's sequence number and the rule, so a plan
+//! injects the same share of faults on every run; which *operation* gets the
+//! n-th number depends on the order requests arrive in.
+//!
+//! Control endpoints, on the proxy's own address:
+//! - `PUT /_fault/plan` with a [`Plan`] as JSON replaces the plan and zeroes
+//!   the counters;
+//! - `DELETE /_fault/plan` stops injecting (counters kept);
+//! - `GET /_fault/stats` returns [`Stats`];
+//! - `GET /_fault/health` answers 200.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// HTTP 400 `ProvisionedThroughputExceededException` (DynamoDB's own
+    /// throttle); the request never reaches the stack.
+    Throttle,
+    /// HTTP 400 `ThrottlingException` (the control-plane throttle).
+    ThrottlingException,
+    /// `BatchWriteItem` only: about half of the request's items are held back
+    /// and returned as `UnprocessedItems`; the rest are written.
+    Unprocessed,
+    /// HTTP 500 `InternalServerError`; the request never reaches the stack.
+    Http500,
+    /// HTTP 503 `ServiceUnavailable`; the request never reaches the stack.
+    Http503,
+    /// The request is forwarded after `latency_ms`.
+    Latency,
+    /// The request is forwarded and applied, then the connection is closed
+    /// without an answer: the client cannot tell whether it happened.
+    Drop,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Throttle,
+        Kind::ThrottlingException,
+        Kind::Unprocessed,
+        Kind::Http500,
+        Kind::Http503,
+        Kind::Latency,
+        Kind::Drop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Throttle => "throttle",
+            Kind::ThrottlingException => "throttling_exception",
+            Kind::Unprocessed => "unprocessed",
+            Kind::Http500 => "http500",
+            Kind::Http503 => "http503",
+            Kind::Latency => "latency",
+            Kind::Drop => "drop",
+        }
+    }
+}
+
+/// One rule: requests whose operation is in `operations` (all requests when
+/// empty) get `kind` with probability `rate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub kind: Kind,
+    pub rate: f64,
+    #[serde(default)]
+    pub operations: Vec<String>,
+    /// For `latency`: the delay added (at most 30 s).
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// A fault plan. Rules are tried in order; the first that fires wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub seed: u64,
+    pub rules: Vec<Rule>,
+    /// Stop injecting after this many faults (default 100,000).
+    #[serde(default = "Plan::default_max_faults")]
+    pub max_faults: u64,
+    /// Stop injecting this long after the plan is set (default 1 h).
+    #[serde(default = "Plan::default_expires_after_s")]
+    pub expires_after_s: u64,
+}
+
+pub const LATENCY_MS_MAX: u64 = 30_000;
+pub const EXPIRES_AFTER_S_MAX: u64 = 6 * 3600;
+
+impl Plan {
+    fn default_max_faults() -> u64 {
+        100_000
+    }
+    fn default_expires_after_s() -> u64 {
+        3600
+    }
+
+    /// One plan of `kind` at `rate` on `operations`.
+    pub fn one(seed: u64, kind: Kind, rate: f64, operations: &[&str]) -> Plan {
+        Plan {
+            seed,
+            rules: vec![Rule {
+                kind,
+                rate,
+                operations: operations.iter().map(|s| (*s).to_owned()).collect(),
+                latency_ms: 0,
+            }],
+            max_faults: Plan::default_max_faults(),
+            expires_after_s: Plan::default_expires_after_s(),
+        }
+    }
+
+    /// Checks the bounds; the error names the field and what was expected.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rules.is_empty() {
+            return Err("rules: expected at least one rule".into());
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if !(0.0..=1.0).contains(&r.rate) || r.rate.is_nan() {
+                return Err(format!("rules[{i}].rate: expected 0..=1, got {}", r.rate));
+            }
+            if r.kind == Kind::Latency && (r.latency_ms == 0 || r.latency_ms > LATENCY_MS_MAX) {
+                return Err(format!(
+                    "rules[{i}].latency_ms: expected 1..={LATENCY_MS_MAX} for latency, got {}",
+                    r.latency_ms
+                ));
+            }
+            if r.kind == Kind::Unprocessed && r.operations.iter().any(|o| o != "BatchWriteItem") {
+                return Err(format!(
+                    "rules[{i}].operations: unprocessed applies to BatchWriteItem only"
+                ));
+            }
+        }
+        if self.expires_after_s == 0 || self.expires_after_s > EXPIRES_AFTER_S_MAX {
+            return Err(format!(
+                "expires_after_s: expected 1..={EXPIRES_AFTER_S_MAX}, got {}",
+                self.expires_after_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters since the plan was set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests forwarded or answered by the proxy (control calls excluded).
+    pub requests: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Faults injected, by operation.
+    pub by_operation: BTreeMap<String, u64>,
+    /// Items held back as `UnprocessedItems`.
+    pub items_withheld: u64,
+}
+
+impl Stats {
+    pub fn total_faults(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+/// The operation of a request: the part of `X-Amz-Target` after the last
+/// `.` (`DynamoDB_20120810.BatchWriteItem` → `BatchWriteItem`), else the
+/// HTTP method and first path segment (`PUT /bucket/...` → `PUT bucket`,
+/// which is how S3 calls show).
+pub fn operation(target: Option<&str>, method: &str, path: &str) -> String {
+    match target {
+        Some(t) if !t.is_empty() => t.rsplit('.').next().unwrap_or(t).to_owned(),
+        _ => {
+            let first = path.trim_start_matches('/').split(['/', '?']).next();
+            format!("{method} {}", first.unwrap_or(""))
+        }
+    }
+}
+
+/// splitmix64: a good 64-bit mix of a counter, enough for fault coin flips.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// True with probability `rate` for this (seed, request, salt).
+pub fn coin(seed: u64, request: u64, salt: u64, rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    if rate >= 1.0 {
+        return true;
+    }
+    let x = mix(seed ^ mix(request ^ mix(salt)));
+    // 53 bits of the draw as a fraction in [0, 1).
+    ((x >> 11) as f64) / ((1u64 << 53) as f64) < rate
+}
+
+/// The plan in force and its counters.
+#[derive(Debug)]
+pub struct Injector {
+    plan: Option<(Plan, Instant)>,
+    stats: Stats,
+}
+
+/// What the proxy should do with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub kind: Kind,
+    pub latency: Duration,
+    pub seed: u64,
+    pub request: u64,
+}
+
+impl Default for Injector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Injector {
+    pub fn new() -> Self {
+        Injector {
+            plan: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn set(&mut self, plan: Plan, now: Instant) -> Result<(), String> {
+        plan.validate()?;
+        self.plan = Some((plan, now));
+        self.stats = Stats::default();
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.plan = None;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counts the request and decides whether it gets a fault.
+    pub fn decide(&mut self, op: &str, now: Instant) -> Option<Decision> {
+        self.stats.requests += 1;
+        let request = self.stats.requests;
+        let (plan, set_at) = self.plan.as_ref()?;
+        if now.duration_since(*set_at) >= Duration::from_secs(plan.expires_after_s)
+            || self.stats.total_faults() >= plan.max_faults
+        {
+            return None;
+        }
+        let (seed, rules) = (plan.seed, plan.rules.clone());
+        for (i, rule) in rules.iter().enumerate() {
+            let applies = rule.operations.is_empty() || rule.operations.iter().any(|o| o == op);
+            let applies = applies && (rule.kind != Kind::Unprocessed || op == "BatchWriteItem");
+            if applies && coin(seed, request, i as u64, rule.rate) {
+                return Some(Decision {
+                    kind: rule.kind,
+                    latency: Duration::from_millis(rule.latency_ms),
+                    seed,
+                    request,
+                });
+            }
+        }
+        None
+    }
+
+    /// Records a fault that was injected.
+    pub fn count(&mut self, kind: Kind, op: &str, withheld: u64) {
+        *self
+            .stats
+            .faults
+            .entry(kind.as_str().to_owned())
+            .or_default() += 1;
+        *self.stats.by_operation.entry(op.to_owned()).or_default() += 1;
+        self.stats.items_withheld += withheld;
+    }
+}
+
+/// The JSON error body and status of a fault answered by the proxy itself.
+pub fn error_answer(kind: Kind) -> Option<(u16, &'static str, &'static str)> {
+    match kind {
+        Kind::Throttle => Some((
+            400,
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "fault-proxy: injected ProvisionedThroughputExceededException",
+        )),
+        Kind::ThrottlingException => Some((
+            400,
+            "com.amazon.coral.availability#ThrottlingException",
+            "fault-proxy: injected ThrottlingException",
+        )),
+        Kind::Http500 => Some((
+            500,
+            "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            "fault-proxy: injected internal error",
+        )),
+        Kind::Http503 => Some((
+            503,
+            "com.amazon.coral.availability#ServiceUnavailableException",
+            "fault-proxy: injected service unavailable",
+        )),
+        Kind::Unprocessed | Kind::Latency | Kind::Drop => None,
+    }
+}
+
+/// Splits a `BatchWriteItem` request: returns the request to forward (its
+/// `RequestItems` with the held-back items removed; `None` when nothing is
+/// left) and the held-back items by table. About half the items are held
+/// back, at least one.
+pub fn withhold(body: &Value, seed: u64, request: u64) -> Result<(Option<Value>, Value), String> {
+    let items = body
+        .get("RequestItems")
+        .and_then(Value::as_object)
+        .ok_or("BatchWriteItem body without RequestItems")?;
+    let mut keep = serde_json::Map::new();
+    let mut held = serde_json::Map::new();
+    let mut n = 0u64;
+    for (table, reqs) in items {
+        let reqs = reqs
+            .as_array()
+            .ok_or("RequestItems values must be arrays")?;
+        let (mut k, mut h) = (Vec::new(), Vec::new());
+        for r in reqs {
+            n += 1;
+            if coin(seed, request, 1_000 + n, 0.5) {
+                h.push(r.clone());
+            } else {
+                k.push(r.clone());
+            }
+        }
+        if !k.is_empty() {
+            keep.insert(table.clone(), Value::Array(k));
+        }
+        if !h.is_empty() {
+            held.insert(table.clone(), Value::Array(h));
+        }
+    }
+    if held.is_empty() {
+        // Hold back the first item of the first table.
+        if let Some((table, reqs)) = keep.iter_mut().next() {
+            let arr = reqs.as_array_mut().expect("built as array");
+            held.insert(table.clone(), Value::Array(vec![arr.remove(0)]));
+        }
+        keep.retain(|_, v| v.as_array().is_some_and(|a| !a.is_empty()));
+    }
+    let forward = if keep.is_empty() {
+        None
+    } else {
+        let mut b = body.clone();
+        b["RequestItems"] = Value::Object(keep);
+        Some(b)
+    };
+    Ok((forward, Value::Object(held)))
+}
+
+/// Adds `held` to the `UnprocessedItems` of a `BatchWriteItem` answer.
+pub fn merge_unprocessed(answer: &mut Value, held: &Value) {
+    if !answer.is_object() {
+        *answer = Value::Object(Default::default());
+    }
+    let un = answer
+        .as_object_mut()
+        .expect("object")
+        .entry("UnprocessedItems")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !un.is_object() {
+        *un = Value::Object(Default::default());
+    }
+    let un = un.as_object_mut().expect("object");
+    for (table, reqs) in held.as_object().into_iter().flatten() {
+        let slot = un
+            .entry(table.clone())
+            .or_insert_with(|| Value::Array(vec![]));
+        if let (Some(dst), Some(src)) = (slot.as_array_mut(), reqs.as_array()) {
+            dst.extend(src.iter().cloned());
+        }
+    }
+}
+
+/// Counts the items of a `RequestItems`-shaped object.
+pub fn item_count(v: &Value) -> u64 {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, a)| a.as_array().map_or(0, |a| a.len() as u64))
+        .sum()
+}
+
+/// A tiny HTTP/1.1 client for the control endpoints (tests use it; no
+/// dependency on an HTTP client crate).
+pub mod control {
+    use super::{Plan, Stats};
+    use anyhow::{anyhow, Context, Result};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn call(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("fault proxy at {addr}"))?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        let text = String::from_utf8(raw)?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("bad answer from fault proxy: {text}"))?;
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line: {head}"))?;
+        Ok((status, body.to_owned()))
+    }
+
+    pub async fn set_plan(addr: &str, plan: &Plan) -> Result<()> {
+        let (status, body) =
+            call(addr, "PUT", "/_fault/plan", &serde_json::to_string(plan)?).await?;
+        anyhow::ensure!(status == 200, "PUT /_fault/plan: {status} {body}");
+        Ok(())
+    }
+
+    pub async fn clear(addr: &str) -> Result<()> {
+        let (status, body) = call(addr, "DELETE", "/_fault/plan", "").await?;
+        anyhow::ensure!(status == 200, "DELETE /_fault/plan: {status} {body}");
+        Ok(())
+    }
+
+    /// Clears the plan from synchronous code (a test's drop guard).
+    pub fn clear_blocking(addr: &str) -> Result<()> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            s,
+            "DELETE /_fault/plan HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        anyhow::ensure!(
+            out.starts_with("HTTP/1.1 200"),
+            "DELETE /_fault/plan: {out}"
+        );
+        Ok(())
+    }
+
+    /// Clears the plan when dropped, so a failing test leaves no faults behind.
+    pub struct ClearOnDrop(pub String);
+
+    impl Drop for ClearOnDrop {
+        fn drop(&mut self) {
+            if let Err(e) = clear_blocking(&self.0) {
+                eprintln!("fault proxy at {}: plan not cleared: {e}", self.0);
+            }
+        }
+    }
+
+    pub async fn stats(addr: &str) -> Result<Stats> {
+        let (status, body) = call(addr, "GET", "/_fault/stats", "").await?;
+        anyhow::ensure!(status == 200, "GET /_fault/stats: {status} {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn operation_names() {
+        assert_eq!(
+            operation(Some("DynamoDB_20120810.BatchWriteItem"), "POST", "/"),
+            "BatchWriteItem"
+        );
+        assert_eq!(operation(None, "PUT", "/bucket/a/b"), "PUT bucket");
+        assert_eq!(operation(Some(""), "GET", "/b?list-type=2"), "GET b");
+    }
+
+    #[test]
+    fn coin_rate_is_close_to_the_plan_and_repeatable() {
+        for rate in [0.1, 0.3, 0.5] {
+            let hits = (0..100_000).filter(|n| coin(7, *n, 0, rate)).count() as f64;
+            assert!((hits / 100_000.0 - rate).abs() < 0.01, "{rate}: {hits}");
+        }
+        let a: Vec<bool> = (0..64).map(|n| coin(9, n, 2, 0.3)).collect();
+        let b: Vec<bool> = (0..64).map(|n| coin(9, n, 2, 0.3)).collect();
+        assert_eq!(a, b);
+        assert!(!coin(1, 1, 1, 0.0));
+        assert!(coin(1, 1, 1, 1.0));
+    }
+
+    #[test]
+    fn rules_match_operations_and_respect_budget_and_expiry() {
+        let mut inj = Injector::new();
+        let t0 = Instant::now();
+        assert_eq!(inj.decide("BatchWriteItem", t0), None, "no plan, no fault");
+        let mut plan = Plan::one(1, Kind::Throttle, 1.0, &["BatchWriteItem"]);
+        plan.max_faults = 3;
+        inj.set(plan, t0).unwrap();
+        assert_eq!(inj.decide("GetItem", t0), None);
+        for _ in 0..3 {
+            let d = inj.decide("BatchWriteItem", t0).unwrap();
+            assert_eq!(d.kind, Kind::Throttle);
+            inj.count(d.kind, "BatchWriteItem", 0);
+        }
+        assert_eq!(inj.decide("BatchWriteItem", t0), None, "budget spent");
+        assert_eq!(inj.stats().requests, 5);
+        assert_eq!(inj.stats().faults["throttle"], 3);
+
+        let mut plan = Plan::one(1, Kind::Http503, 1.0, &[]);
+        plan.expires_after_s = 10;
+        inj.set(plan, t0).unwrap();
+        assert!(inj
+            .decide("PUT bucket", t0 + Duration::from_secs(9))
+            .is_some());
+        assert!(inj
+            .decide("PUT bucket", t0 + Duration::from_secs(10))
+            .is_none());
+    }
+
+    #[test]
+    fn unprocessed_fires_only_on_batch_write_item() {
+        let mut inj = Injector::new();
+        inj.set(Plan::one(1, Kind::Unprocessed, 1.0, &[]), Instant::now())
+            .unwrap();
+        assert!(inj.decide("TransactWriteItems", Instant::now()).is_none());
+        assert!(inj.decide("BatchWriteItem", Instant::now()).is_some());
+    }
+
+    #[test]
+    fn bad_plans_are_refused_naming_the_field() {
+        let mut p = Plan::one(1, Kind::Throttle, 1.5, &[]);
+        assert!(p.validate().unwrap_err().starts_with("rules[0].rate"));
+        p.rules[0].rate = 0.5;
+        p.rules[0].kind = Kind::Latency;
+        assert!(p.validate().unwrap_err().starts_with("rules[0].latency_ms"));
+        p.rules[0].latency_ms = 10;
+        p.expires_after_s = 0;
+        assert!(p.validate().unwrap_err().starts_with("expires_after_s"));
+        let p = Plan::one(1, Kind::Unprocessed, 0.5, &["PutItem"]);
+        assert!(p.validate().unwrap_err().contains("BatchWriteItem only"));
+        assert!(serde_json::from_str::<Plan>(r#"{"seed":1,"rules":[],"extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn withhold_partitions_every_item_exactly_once() {
+        let reqs: Vec<Value> = (0..25)
+            .map(|i| json!({"PutRequest": {"Item": {"PK": {"S": format!("k{i}")}}}}))
+            .collect();
+        let body = json!({"RequestItems": {"T": reqs}, "ReturnConsumedCapacity": "NONE"});
+        for request in 0..50 {
+            let (fwd, held) = withhold(&body, 3, request).unwrap();
+            let kept = fwd.as_ref().map_or(0, |f| item_count(&f["RequestItems"]));
+            assert!(item_count(&held) >= 1);
+            assert_eq!(kept + item_count(&held), 25);
+            if let Some(f) = &fwd {
+                assert_eq!(f["ReturnConsumedCapacity"], "NONE");
+            }
+            let mut all: Vec<String> = fwd
+                .iter()
+                .flat_map(|f| f["RequestItems"]["T"].as_array().unwrap().clone())
+                .chain(held["T"].as_array().unwrap().clone())
+                .map(|r| {
+                    r["PutRequest"]["Item"]["PK"]["S"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), 25);
+        }
+        // A single item is always held back.
+        let one = json!({"RequestItems": {"T": [reqs[0].clone()]}});
+        let (fwd, held) = withhold(&one, 3, 1).unwrap();
+        assert!(fwd.is_none());
+        assert_eq!(item_count(&held), 1);
+    }
+
+    #[test]
+    fn merge_adds_to_the_stacks_own_unprocessed_items() {
+        let mut answer = json!({"UnprocessedItems": {"T": [{"PutRequest": {"Item": {"a": 1}}}]}});
+        merge_unprocessed(
+            &mut answer,
+            &json!({"T": [{"PutRequest": {"Item": {"b": 2}}}], "U": [{"x": 1}]}),
+        );
+        assert_eq!(item_count(&answer["UnprocessedItems"]), 3);
+        let mut empty = json!({});
+        merge_unprocessed(&mut empty, &json!({"T": [{"x": 1}]}));
+        assert_eq!(item_count(&empty["UnprocessedItems"]), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! `fault-proxy --listen 127.0.0.1:4576 --upstream 127.0.0.1:4575`
+//!
+//! A loopback HTTP/1.1 proxy that forwards to the local stack and injects the
+//! faults of the plan set on `/_fault/plan` (see the library). Bodies are
+//! streamed through; only a `BatchWriteItem` picked for `unprocessed` is read
+//! whole (DynamoDB caps it at 16 MB). It stops by itself after
+//! `--lifetime-s` or `--max-requests`, and holds at most `--connections`
+//! client connections at once.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use fault_proxy::{
+    error_answer, item_count, merge_unprocessed, operation, withhold, Decision, Injector, Kind,
+    Plan,
+};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+
+type Body = BoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest body read whole (a `BatchWriteItem` is at most 16 MB).
+const COLLECT_BYTES_MAX: usize = 32 << 20;
+
+#[derive(Parser, Debug)]
+#[command(about = "Test-only fault-injecting proxy in front of the local AWS stack")]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:4576")]
+    listen: String,
+    #[arg(long, default_value = "127.0.0.1:4575")]
+    upstream: String,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 6 * 3600)]
+    lifetime_s: u64,
+    /// Stop after forwarding this many requests.
+    #[arg(long, default_value_t = 50_000_000)]
+    max_requests: u64,
+    /// Client connections served at once.
+    #[arg(long, default_value_t = 512)]
+    connections: usize,
+    /// A plan to start with (JSON file).
+    #[arg(long)]
+    plan: Option<std::path::PathBuf>,
+}
+
+struct Shared {
+    injector: Mutex<Injector>,
+    upstream: String,
+    requests_left: AtomicU64,
+    stop: Notify,
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let body = body.into();
+    let mut r = Response::new(Full::new(body.clone()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("ascii"),
+    );
+    r.headers_mut().insert(CONTENT_LENGTH, body.len().into());
+    r
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(v).expect("serialisable"),
+    )
+}
+
+async fn control(req: Request<Incoming>, sh: &Shared) -> Result<Response<Body>, BoxError> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    Ok(match (method.as_str(), path.as_str()) {
+        ("GET", "/_fault/health") => full(StatusCode::OK, "text/plain", "ok"),
+        ("GET", "/_fault/stats") => {
+            let stats = sh.injector.lock().expect("poisoned").stats().clone();
+            json(StatusCode::OK, &stats)
+        }
+        ("DELETE", "/_fault/plan") => {
+            sh.injector.lock().expect("poisoned").clear();
+            eprintln!("[fault-proxy] plan cleared");
+            json(StatusCode::OK, &serde_json::json!({"plan": null}))
+        }
+        ("PUT" | "POST", "/_fault/plan") => {
+            let body = Limited::new(req.into_body(), 1 << 20)
+                .collect()
+                .await?
+                .to_bytes();
+            let plan: Result<Plan, String> =
+                serde_json::from_slice(&body).map_err(|e| format!("plan: {e}"));
+            let set = plan.and_then(|p| {
+                let text = serde_json::to_string(&p).expect("serialisable");
+                sh.injector
+                    .lock()
+                    .expect("poisoned")
+                    .set(p, Instant::now())
+                    .map(|()| text)
+            });
+            match set {
+                Ok(text) => {
+                    eprintln!("[fault-proxy] plan set: {text}");
+                    json(StatusCode::OK, &serde_json::json!({"plan": "set"}))
+                }
+                Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e})),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no control endpoint {method} {path}")}),
+        ),
+    })
+}
+
+async fn forward(upstream: &str, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    let stream = TcpStream::connect(upstream).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender.send_request(req).await?)
+}
+
+fn unavailable(e: &BoxError) -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({"__type": "ServiceUnavailable", "message": format!("fault-proxy: upstream: {e}")}),
+    )
+}
+
+async fn proxy(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body>, BoxError> {
+    if req.uri().path().starts_with("/_fault/") {
+        return control(req, &sh).await;
+    }
+    let left = sh.requests_left.fetch_sub(1, Ordering::Relaxed);
+    if left <= 1 {
+        sh.stop.notify_one();
+    }
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    let op = operation(target, req.method().as_str(), req.uri().path());
+    let decision = sh
+        .injector
+        .lock()
+        .expect("poisoned")
+        .decide(&op, Instant::now());
+    let Some(d) = decision else {
+        let req = req.map(|b| b.map_err(BoxError::from).boxed());
+        return Ok(match forward(&sh.upstream, req).await {
+            Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
+            Err(e) => unavailable(&e),
+        });
+    };
+    inject(req, &sh, &op, d).await
+}
+
+async fn inject(
+    req: Request<Incoming>,
+    sh: &Shared,
+    op: &str,
+    d: Decision,
+) -> Result<Response<Body>, BoxError> {
+    let count = |withheld: u64| {
+        sh.injector
+            .lock()
+            .expect("poisoned")
+            .count(d.kind, op, withheld)
+    };
+    if let Some((status, kind, message)) = error_answer(d.kind) {
+        count(0);
+        // Drain the request so the client sees an answer, not a reset.
+        let _ = Limited::new(req.into_body(), COLLECT_BYTES_MAX)
+            .collect()
+            .await;
+        return Ok(json(
+            StatusCode::from_u16(status).expect("valid"),
+            &serde_json::json!({"__type": kind, "message": message}),
+        ));
+    }
+    match d.kind {
+        Kind::Latency => {
+            count(0);
+            tokio::time::sleep(d.latency).await;
+            let req = req.map(|b| b.map_err(BoxError::from).boxed());
+            Ok(match forward(&sh.upstream, req).await {
+                Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
+                Err(e) => unavailable(&e),
+            })
+        }
+        Kind::Drop => {
+            count(0);
+            let req = req.map(|b| b.map_err(BoxError::from).boxed());
+            // Apply the request, read the whole answer, then give none.
+            if let Ok(r) = forward(&sh.upstream, req).await {
+                let _ = r.into_body().collect().await;
+            }
+            Err("fault-proxy: connection dropped after the request was applied".into())
+        }
+        Kind::Unprocessed => unprocessed(req, sh, op, d).await,
+        _ => unreachable!("error kinds answered above"),
+    }
+}
+
+async fn unprocessed(
+    req: Request<Incoming>,
+    sh: &Shared,
+    op: &str,
+    d: Decision,
+) -> Result<Response<Body>, BoxError> {
+    let (mut parts, body) = req.into_parts();
+    let body = Limited::new(body, COLLECT_BYTES_MAX)
+        .collect()
+        .await?
+        .to_bytes();
+    let parsed: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            // Not ours to judge: let the stack answer the malformed request.
+            let req = Request::from_parts(parts, Full::new(body).map_err(|e| match e {}).boxed());
+            return Ok(match forward(&sh.upstream, req).await {
+                Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
+                Err(e) => unavailable(&e),
+            });
+        }
+    };
+    let (fwd, held) = withhold(&parsed, d.seed, d.request).map_err(BoxError::from)?;
+    let withheld = item_count(&held);
+    let mut answer = match fwd {
+        None => serde_json::json!({"UnprocessedItems": {}}),
+        Some(fwd) => {
+            let bytes = Bytes::from(serde_json::to_vec(&fwd)?);
+            parts.headers.insert(CONTENT_LENGTH, bytes.len().into());
+            let req = Request::from_parts(parts, Full::new(bytes).map_err(|e| match e {}).boxed());
+            let r = match forward(&sh.upstream, req).await {
+                Ok(r) => r,
+                Err(e) => return Ok(unavailable(&e)),
+            };
+            if r.status() != StatusCode::OK {
+                // The stack refused the kept part: its answer stands.
+                return Ok(r.map(|b| b.map_err(BoxError::from).boxed()));
+            }
+            let bytes = Limited::new(r.into_body(), COLLECT_BYTES_MAX)
+                .collect()
+                .await?
+                .to_bytes();
+            serde_json::from_slice(&bytes)?
+        }
+    };
+    merge_unprocessed(&mut answer, &held);
+    sh.injector
+        .lock()
+        .expect("poisoned")
+        .count(d.kind, op, withheld);
+    Ok(full(
+        StatusCode::OK,
+        "application/x-amz-json-1.0",
+        serde_json::to_vec(&answer)?,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut injector = Injector::new();
+    if let Some(path) = &args.plan {
+        let plan: Plan = serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("plan {}", path.display()))?;
+        injector
+            .set(plan, Instant::now())
+            .map_err(|e| anyhow::anyhow!("plan {}: {e}", path.display()))?;
+    }
+    let shared = Arc::new(Shared {
+        injector: Mutex::new(injector),
+        upstream: args.upstream.clone(),
+        requests_left: AtomicU64::new(args.max_requests.max(1)),
+        stop: Notify::new(),
+    });
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("bind {}", args.listen))?;
+    eprintln!(
+        "[fault-proxy] {} -> {}; stops after {} s or {} requests",
+        args.listen, args.upstream, args.lifetime_s, args.max_requests
+    );
+    let slots = Arc::new(Semaphore::new(args.connections.max(1)));
+    let lifetime = tokio::time::sleep(Duration::from_secs(args.lifetime_s));
+    tokio::pin!(lifetime);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p?,
+            _ = &mut lifetime => break,
+            _ = shared.stop.notified() => break,
+        };
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => a?,
+            _ = &mut lifetime => break,
+            _ = shared.stop.notified() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| proxy(req, sh.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            drop(permit);
+        });
+    }
+    // Let the requests in flight finish (bounded), then report.
+    let all = u32::try_from(args.connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    let stats = shared.injector.lock().expect("poisoned").stats().clone();
+    eprintln!(
+        "[fault-proxy] stopping: {}",
+        serde_json::to_string(&stats).unwrap_or_default()
+    );
+    Ok(())
+}
