@@ -12,6 +12,9 @@ PY := $(TALLY_VENV)/bin/python
 TALLY := $(CARGO_TARGET_DIR)/release/tally
 DEMO_ACCOUNTS ?= 100000
 DEMO_DATE ?= $(shell date -u -d yesterday +%Y-%m-%d)
+DEMO_PROGRAM ?= DEMOCARD
+DEMO_RECORDS ?= 50000
+DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 
 # The local stack's endpoint and throwaway credentials (moto accepts any).
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
@@ -54,6 +57,17 @@ demo: setup build
 	@$(LOCAL_ENV) $(TALLY) ledger export --date $(DEMO_DATE) > .tally/demo-ledger.jsonl
 	@echo "ledger for $(DEMO_DATE): $$(wc -l < .tally/demo-ledger.jsonl) postings in .tally/demo-ledger.jsonl; first lines:"
 	@head -3 .tally/demo-ledger.jsonl
+	@echo "reconciliation: $(DEMO_RECORDS) settlement records with injected breaks for $(DEMO_PROGRAM) $(DEMO_DATE)"
+	$(LOCAL_ENV) $(TALLY) recon generate --program $(DEMO_PROGRAM) --date $(DEMO_DATE) --records $(DEMO_RECORDS) \
+	  --out-dir .tally/demo-recon
+	$(LOCAL_ENV) $(TALLY) recon internal $(DEMO_RECON).csv --program $(DEMO_PROGRAM) --date $(DEMO_DATE)
+	$(LOCAL_ENV) $(TALLY) recon submit $(DEMO_RECON).dat --program $(DEMO_PROGRAM) --date $(DEMO_DATE)
+	$(LOCAL_ENV) $(TALLY) recon report --program $(DEMO_PROGRAM) --date $(DEMO_DATE) --wait --summary \
+	  --out $(DEMO_RECON)-report.json
+	@$(PY) -c 'import json, sys; got, want = (json.load(open(p)) for p in sys.argv[1:]); \
+	  sys.exit(0 if got == want else "the report differs from the breaks the generator injected")' \
+	  $(DEMO_RECON)-report.json $(DEMO_RECON)-expected.json
+	@echo "the report ($(DEMO_RECON)-report.json) equals the breaks the generator injected ($(DEMO_RECON)-expected.json)"
 	@echo "the local stack is still up: 'make down' stops it"
 
 ## test: everything — format, lint, unit, static (ASL, SAM, schemas, IAM), integration on the local stack

@@ -363,6 +363,17 @@ def _query(self: Table, *args: Any, **kwargs: Any):
     bound = _QUERY_SIGNATURE.bind(self, *args, **kwargs).arguments
     index_name = bound.get("index_name")
     conditions = bound.get("hash_key_conditions") or []
+    hash_key = bound.get("hash_key")
+    if not index_name and self.range_key_attr and hash_key is not None:
+        # A base-table query reads one partition: moto walks and sorts the
+        # whole table (all_items) to find it; its items are already grouped
+        # by hash key. moto still filters and sorts the candidates itself.
+        partition = self.items.get(hash_key)
+        _local.override = (self, list(partition.values()) if partition else [])
+        try:
+            return _ORIGINAL_QUERY(self, *args, **kwargs)
+        finally:
+            _local.override = None
     attr = _index_hash_attr(self, index_name) if index_name else None
     if attr is None or len(conditions) != 1 or conditions[0][0] != attr:
         return _ORIGINAL_QUERY(self, *args, **kwargs)

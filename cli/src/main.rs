@@ -96,6 +96,12 @@ enum ReconAction {
         wait: bool,
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
+        /// A few lines for a terminal (status, per-currency rows, first exceptions) instead of the JSON.
+        #[arg(long)]
+        summary: bool,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Generate a settlement file and internal records with injected breaks, and the report they must give.
     Generate {
@@ -364,6 +370,8 @@ async fn recon_command(stack_file: &Path, action: ReconAction) -> Result<()> {
             day,
             wait,
             timeout_secs,
+            summary,
+            out,
         } => {
             let recon = connect().await?;
             let report = if wait {
@@ -387,7 +395,16 @@ async fn recon_command(stack_file: &Path, action: ReconAction) -> Result<()> {
                     .await?
                     .with_context(|| format!("no report yet for {} {}", day.program, day.date))?
             };
-            println!("{report}");
+            if let Some(out) = &out {
+                std::fs::write(out, &report).with_context(|| format!("{}", out.display()))?;
+            }
+            if summary {
+                let parsed: tally_domain::recon::rollup::Report = serde_json::from_str(&report)
+                    .context("the stored report is not the report of reconciliation.md")?;
+                print!("{}", tally_cli::recon::summary(&parsed));
+            } else {
+                println!("{report}");
+            }
             Ok(())
         }
         ReconAction::Generate {

@@ -161,3 +161,113 @@ pub fn generate(spec: &SampleSpec, dir: &Path) -> Result<[std::path::PathBuf; 3]
     )?;
     Ok([dat, csv, expected])
 }
+
+/// How many exceptions [`summary`] lists (the count is always given).
+pub const SUMMARY_EXCEPTIONS_MAX: usize = 10;
+
+/// The report as a few lines for a terminal: status, control totals, one
+/// row per currency, and the first exceptions.
+pub fn summary(r: &tally_domain::recon::rollup::Report) -> String {
+    use std::fmt::Write;
+    use tally_domain::recon::rollup::ReportStatus;
+    let mut s = String::new();
+    let status = match r.status {
+        ReportStatus::Balanced => "BALANCED",
+        ReportStatus::Breaks => "BREAKS",
+    };
+    let control = if r.control_totals_agree {
+        "agree"
+    } else {
+        "DO NOT AGREE"
+    };
+    let _ = writeln!(
+        s,
+        "{} {}: {status}; the file's control totals {control}",
+        r.program_id, r.file_date
+    );
+    let _ = writeln!(
+        s,
+        "{:<4} {:>9} {:>10} {:>12} {:>12} {:>18} {:>18} {:>16}",
+        "ccy",
+        "matched",
+        "mismatched",
+        "unmatched_s",
+        "unmatched_i",
+        "settlement_net",
+        "internal_net",
+        "difference"
+    );
+    for c in &r.currencies {
+        let _ = writeln!(
+            s,
+            "{:<4} {:>9} {:>10} {:>12} {:>12} {:>18} {:>18} {:>16}",
+            c.currency.code(),
+            c.matched,
+            c.mismatched,
+            c.unmatched_settlement,
+            c.unmatched_internal,
+            c.settlement_net,
+            c.internal_net,
+            c.difference
+        );
+    }
+    let _ = writeln!(s, "exceptions: {}", r.exceptions.len());
+    for e in r.exceptions.iter().take(SUMMARY_EXCEPTIONS_MAX) {
+        let fields: Vec<&str> = e.fields.iter().map(|f| f.as_str()).collect();
+        let amount = |d: Option<rust_decimal::Decimal>| d.map_or("-".to_owned(), |d| d.to_string());
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<20} {:<3} settlement {:>14} internal {:>14} {}",
+            e.transaction_id,
+            e.status.as_str(),
+            e.currency.code(),
+            amount(e.settlement_amount),
+            amount(e.internal_amount),
+            fields.join(",")
+        );
+    }
+    if r.exceptions.len() > SUMMARY_EXCEPTIONS_MAX {
+        let _ = writeln!(
+            s,
+            "  ... {} more in the report",
+            r.exceptions.len() - SUMMARY_EXCEPTIONS_MAX
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_shows_each_currency_and_the_first_exceptions() {
+        let spec = SampleSpec::new("SUMM", "2026-11-20".parse().unwrap(), 2_000, 3);
+        let report = sample::expected_report(&spec);
+        let text = summary(&report);
+        assert!(text.starts_with("SUMM 2026-11-20: BREAKS; the file's control totals agree\n"));
+        for c in &report.currencies {
+            let row = text
+                .lines()
+                .find(|l| l.starts_with(c.currency.code()))
+                .unwrap_or_else(|| panic!("no row for {}", c.currency.code()));
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[1], c.matched.to_string());
+            assert_eq!(cols[7], c.difference.to_string());
+        }
+        assert!(text.contains(&format!("exceptions: {}\n", report.exceptions.len())));
+        let listed = text
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.contains("more in"))
+            .count();
+        assert_eq!(listed, report.exceptions.len().min(SUMMARY_EXCEPTIONS_MAX));
+        assert!(
+            report.exceptions.len() > SUMMARY_EXCEPTIONS_MAX,
+            "the sample has breaks to cut"
+        );
+        assert!(text.ends_with(&format!(
+            "  ... {} more in the report\n",
+            report.exceptions.len() - SUMMARY_EXCEPTIONS_MAX
+        )));
+    }
+}

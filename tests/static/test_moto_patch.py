@@ -22,6 +22,7 @@ Run: /root/.cache/tally/venv/bin/python -m pytest tests/static/test_moto_patch.p
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -446,16 +447,25 @@ def test_gsi_queries_answer_as_plain_moto_through_every_kind_of_write(patched, u
             assert a2 == b2
 
 
-def test_a_gsi_query_does_not_walk_the_table(monkeypatch):
-    """Deterministic guard that the query patch is active: in-process moto with
-    the patch applied, counting walks of the whole table."""
+@functools.lru_cache(maxsize=1)
+def _in_process_launcher():
+    """The launcher loaded once into this process, its patch applied (a second
+    load would find moto already patched and refuse)."""
     import importlib.util
-    from moto import mock_aws
 
     spec = importlib.util.spec_from_file_location("moto_launcher_under_test", LAUNCHER)
     launcher = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launcher)
     launcher.apply_patch()
+    return launcher
+
+
+def test_a_gsi_query_does_not_walk_the_table(monkeypatch):
+    """Deterministic guard that the query patch is active: in-process moto with
+    the patch applied, counting walks of the whole table."""
+    from moto import mock_aws
+
+    launcher = _in_process_launcher()
     walks = []
     original = launcher._ORIGINAL_ALL_ITEMS
     monkeypatch.setattr(launcher, "_ORIGINAL_ALL_ITEMS", lambda table: walks.append(1) or original(table))
@@ -479,6 +489,35 @@ def test_a_gsi_query_does_not_walk_the_table(monkeypatch):
                       ExpressionAttributeValues={":s": {"N": "2"}})
         assert (_gsi_query(c, "gsi_walks", 1)[2], _gsi_query(c, "gsi_walks", 2)[2]) == (9, 11)
         assert len(walks) == 2
+
+
+def test_a_base_table_query_reads_only_its_partition(monkeypatch):
+    """moto finds a base-table query's partition by walking and sorting the
+    whole table; the patch hands it the partition's own items."""
+    from moto import mock_aws
+
+    launcher = _in_process_launcher()
+    walks = []
+    original = launcher._ORIGINAL_ALL_ITEMS
+    monkeypatch.setattr(launcher, "_ORIGINAL_ALL_ITEMS", lambda table: walks.append(1) or original(table))
+    with mock_aws():
+        c = boto3.client("dynamodb", region_name=REGION)
+        c.create_table(TableName="pk_walks", BillingMode="PAY_PER_REQUEST",
+                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                             {"AttributeName": "sk", "AttributeType": "S"}],
+                       KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}])
+        for k in range(0, 200, 25):
+            c.batch_write_item(RequestItems={"pk_walks": [
+                {"PutRequest": {"Item": {"pk": {"S": f"p{i % 4}"}, "sk": {"S": f"s{i:04}"}}}}
+                for i in range(k, k + 25)]})
+        for p in range(4):
+            got = c.query(TableName="pk_walks", KeyConditionExpression="pk = :p",
+                          ExpressionAttributeValues={":p": {"S": f"p{p}"}})["Items"]
+            assert [i["sk"]["S"] for i in got] == [f"s{i:04}" for i in range(p, 200, 4)]
+        assert c.query(TableName="pk_walks", KeyConditionExpression="pk = :p",
+                       ExpressionAttributeValues={":p": {"S": "none"}})["Count"] == 0
+        assert walks == [], f"base-table queries walked the table {len(walks)} times"
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +588,11 @@ def test_read_responses_and_cached_expressions_match_plain_moto(patched, unpatch
                    "ExpressionAttributeValues": {":g": {"S": "idx"}}, "Select": "COUNT"}),
         ("Query", {"TableName": name, "KeyConditionExpression": "pk = :p",
                    "ExpressionAttributeValues": {":p": {"S": "b"}}}),
+        ("Query", {"TableName": name, "KeyConditionExpression": "pk = :p",
+                   "ExpressionAttributeValues": {":p": {"S": "no such partition"}}}),
+        ("Query", {"TableName": name, "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+                   "ExpressionAttributeValues": {":p": {"S": "a"}, ":a": {"N": "2"}, ":b": {"N": "5"}},
+                   "ConsistentRead": True}),
         ("Scan", {"TableName": name, "Limit": 3}),
         ("Scan", {"TableName": name, "FilterExpression": "attribute_exists(ss)"}),
         # Conditional writes through the cached expressions: met, failed, in a transaction.
