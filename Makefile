@@ -20,7 +20,7 @@ DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-ingest bench-local up down clean-local
+.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
 
 ## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
 setup: $(TALLY_VENV)/.installed node_modules/.installed
@@ -110,3 +110,9 @@ bench-ingest:
 bench-local: setup build
 	$(PY) localstack/tally_local.py up --no-reload
 	$(LOCAL_ENV) TALLY_RUN_WAIT_SECS=3600 cargo run --release -p tally-integration-tests --bin bench-cob
+	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-recon
+
+## bench-recon: the reconciliation of 100,000 records end to end on the local stack, and its ratio to the raw write rate
+bench-recon: setup build
+	$(PY) localstack/tally_local.py up --no-reload
+	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-recon

@@ -307,3 +307,41 @@ async fn a_partition_that_keeps_failing_fails_the_run_publishes_failed_and_alarm
         .unwrap();
     sqs.delete_queue().queue_url(&url).send().await.unwrap();
 }
+
+/// The account cases of the bad-input corpus (tests/corpus/manifest.json):
+/// each is refused at the line and field it names, and the accounts table
+/// stays empty.
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn every_bad_account_file_of_the_corpus_is_refused_and_writes_nothing() {
+    let _guard = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    env.truncate().await.unwrap();
+    let dir = tally_integration_tests::repo_root().join("tests/corpus");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let cases: Vec<_> = cases.iter().filter(|c| c["kind"] == "accounts").collect();
+    assert!(cases.len() >= 15, "{} account cases", cases.len());
+    let mut wrong = Vec::new();
+    for c in cases {
+        let file = dir.join(c["file"].as_str().unwrap());
+        match tally_cli::import::import(&env.book, &file, |_| {}).await {
+            Err(tally_cli::import::ImportFailure::Invalid(e))
+                if e.line as u64 == c["line"].as_u64().unwrap()
+                    && e.field == c["field"].as_str() => {}
+            other => wrong.push(format!(
+                "{}: want line {} field {}, got {other:?}",
+                c["name"], c["line"], c["field"]
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(env.count(&env.stack.accounts_table).await.unwrap(), 0);
+    // The base file itself imports: the cases fail for their own faults.
+    let n = tally_cli::import::import(&env.book, &dir.join("base-accounts.jsonl"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(env.count(&env.stack.accounts_table).await.unwrap(), 3);
+    env.truncate().await.unwrap();
+}
