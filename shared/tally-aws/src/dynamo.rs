@@ -15,7 +15,7 @@
 //! accounts is one or two round trips. `BatchWriteItem` is used where
 //! overwriting is the meaning: the book import.
 
-use crate::error::{classify, StoreError};
+use crate::error::{classify, condition_met, StoreError};
 use crate::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch, IdPage};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::types::{
@@ -563,16 +563,7 @@ impl FaultSwitch for DynamoFaultSwitch {
             .expression_attribute_values(":max", AttributeValue::N(failures.to_string()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify("UpdateItem(fault)", e)),
-        }
+        condition_met("UpdateItem(fault)", out)
     }
 }
 

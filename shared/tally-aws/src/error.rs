@@ -55,6 +55,28 @@ const TRANSIENT_CODES: &[&str] = &[
 
 /// Maps an SDK error to its meaning, keeping the operation name and the full
 /// error chain in the message.
+/// The answer to a conditional DynamoDB write: `Ok(true)` when it was
+/// applied, `Ok(false)` when its condition did not hold
+/// (`ConditionalCheckFailedException`), any other failure classified.
+pub fn condition_met<O, E>(
+    operation: &str,
+    out: Result<O, SdkError<E, HttpResponse>>,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match out {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.code() == Some("ConditionalCheckFailedException")) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(classify(operation, e)),
+    }
+}
+
 pub fn classify<E>(operation: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -14,7 +14,7 @@
 //! write is conditioned on the stored `records_applied` not being ahead.
 
 use crate::dynamo::batch_write_all;
-use crate::error::{classify, StoreError};
+use crate::error::{classify, condition_met, StoreError};
 use crate::ports::{Checkpoint, IngestProgress, ObjectRef, ObjectSource, RecordSink, StoredTxn};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -251,17 +251,8 @@ impl IngestProgress for DynamoProgress {
             .expression_attribute_values(":r", n(cp.records_applied))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            // A checkpoint further on is already there: keep it.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify("PutItem(checkpoint)", e)),
-        }
+        // Not applied: a checkpoint further on is already there; keep it.
+        condition_met("PutItem(checkpoint)", out).map(|_| ())
     }
 }
 
@@ -434,23 +425,17 @@ impl ReconState for DynamoReconState {
             .expression_attribute_values(":v", n(m.version))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(Acceptance::Accepted),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                let current = self.manifests(program_id, file_date).await?;
-                let current = match m.side {
-                    Side::Settlement => current.0,
-                    Side::Internal => current.1,
-                };
-                Ok(Acceptance::Superseded {
-                    current: current.map_or(0, |c| c.version),
-                })
-            }
-            Err(e) => Err(classify("PutItem(manifest)", e)),
+        if condition_met("PutItem(manifest)", out)? {
+            return Ok(Acceptance::Accepted);
         }
+        let current = self.manifests(program_id, file_date).await?;
+        let current = match m.side {
+            Side::Settlement => current.0,
+            Side::Internal => current.1,
+        };
+        Ok(Acceptance::Superseded {
+            current: current.map_or(0, |c| c.version),
+        })
     }
 
     async fn manifests(
@@ -498,16 +483,7 @@ impl ReconState for DynamoReconState {
             .expression_attribute_values(":c", s(claimant))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify("PutItem(claim)", e)),
-        }
+        condition_met("PutItem(claim)", out)
     }
 
     async fn put_summary(&self, recon_id: &str, sm: &ShardSummary) -> Result<(), StoreError> {
