@@ -23,7 +23,7 @@ use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, SampleSpec};
 use tally_domain::recon::shard::{recon_shard, shard_key, RECON_SHARD_COUNT_DEFAULT};
 use tally_domain::recon::{internal, Side};
-use tally_integration_tests::repo_root;
+use tally_integration_tests::{repo_root, Env};
 
 /// Records replayed for the raw rate.
 const RAW_RECORDS: u64 = 40_000;
@@ -71,24 +71,20 @@ async fn raw_record_rate(records: &DynamoRecords, date: chrono::NaiveDate) -> Re
 async fn main() -> Result<()> {
     let n = env_u64("BENCH_RECORDS", 100_000);
     let date: chrono::NaiveDate = "2026-11-20".parse()?;
-    let stack_file = repo_root().join(".tally/stack.json");
-    let stack =
-        ReconStack::load(&stack_file).context("the local stack is not deployed: make up")?;
-    let outputs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&stack_file)?)?;
+    let env = Env::connect().await?;
     let output = |key: &str| {
-        outputs
-            .iter()
-            .find(|o| o["OutputKey"] == key)
-            .and_then(|o| o["OutputValue"].as_str())
-            .map(str::to_owned)
-            .with_context(|| format!("output {key} in {}", stack_file.display()))
+        env.outputs
+            .get(key)
+            .cloned()
+            .with_context(|| format!("output {key} in .tally/stack.json"))
     };
-    let sdk = tally_aws::config::aws().await;
     let records = DynamoRecords::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        env.dynamo.clone(),
         output("SettlementRecordsTableName")?,
         output("InternalRecordsTableName")?,
     );
+    let stack = ReconStack::load(&repo_root().join(".tally/stack.json"))
+        .context("the local stack is not deployed: make up")?;
     let recon = Recon::connect(stack).await;
 
     println!("== local stack raw write rate (the reconciliation's own writes)");
