@@ -146,7 +146,7 @@ def accounts_cases() -> list[tuple[str, bytes, int, str | None, str]]:
         ("a-not-json", (good + "{\"account_id\": \n").encode(), 4, None, "a line that is not JSON"),
         ("a-latin1", good.replace("SAV-000003", "SAV-00000\u00e9").encode("latin-1"), 3, None, "a Latin-1 byte"),
         ("a-unknown-field", with_(2, "nickname", "x"), 2, None, "a field accrual.md does not define"),
-        ("a-missing-balance", with_(2, "balance", _DELETE), 2, None, "no balance"),
+        ("a-missing-balance", with_(2, "balance", _DELETE), 2, "balance", "no balance"),
         ("a-duplicate-id", with_(3, "account_id", "SAV-000001"), 3, "account_id", "the ID of line 1 again"),
         ("a-id-chars", with_(1, "account_id", "SAV 000001"), 1, "account_id", "a space in the ID"),
         ("a-product", with_(1, "product", "CHEQUE"), 1, "product", "not SAVINGS or LOAN"),
@@ -155,9 +155,7 @@ def accounts_cases() -> list[tuple[str, bytes, int, str | None, str]]:
         ("a-usd-scale", with_(1, "balance", "2500.001"), 1, "balance", "3 decimals for USD"),
         ("a-jpy-scale", with_(2, "balance", "1200000.5"), 2, "balance", "decimals for JPY"),
         ("a-bhd-scale", with_(3, "balance", "10.1255"), 3, "balance", "4 decimals for BHD"),
-        # KNOWN GAP: the import reports this line without naming the field (serde's
-        # type error); expected here as it is today, to be fixed to "balance".
-        ("a-balance-number", with_(1, "balance", 2500.0), 1, None, "a JSON number, not a decimal string (known gap: field not named)"),
+        ("a-balance-number", with_(1, "balance", 2500.0), 1, "balance", "a JSON number, not a decimal string"),
         ("a-rate-one", with_(1, "annual_rate", "1.0"), 1, "annual_rate", "rate must be below 1"),
         ("a-rate-negative", with_(2, "annual_rate", "-0.01"), 2, "annual_rate", "a negative rate"),
         ("a-day-count", with_(3, "day_count", "ACT/365"), 3, "day_count", "not one of the four conventions"),

@@ -134,6 +134,51 @@ struct RawAccount {
     accrued_through: Option<String>,
 }
 
+/// The fields of an import record, in the order of `accrual.md`. Every one
+/// is a JSON string; only `accrued_through` may be null or absent.
+const FIELDS: [&str; 9] = [
+    "account_id",
+    "product",
+    "status",
+    "currency",
+    "balance",
+    "annual_rate",
+    "day_count",
+    "opened_on",
+    "accrued_through",
+];
+
+/// When a line is a JSON object that serde refused, which known field is at
+/// fault: missing, or not a string (a balance of `2500.0` is a JSON number,
+/// and money is never read through a binary float). `None` for what has no
+/// field to name (not JSON, an unknown field: serde's message names it).
+fn field_fault(text: &str) -> Option<(&'static str, String)> {
+    use serde_json::Value;
+    let map: serde_json::Map<String, Value> = serde_json::from_str(text).ok()?;
+    FIELDS.into_iter().find_map(|name| {
+        let optional = name == "accrued_through";
+        let found = match map.get(name) {
+            None if optional => return None,
+            None => return Some((name, "missing: every record has it".to_string())),
+            Some(Value::String(_)) => return None,
+            Some(Value::Null) if optional => return None,
+            Some(Value::Null) => "null",
+            Some(Value::Bool(_)) => "a boolean",
+            Some(Value::Number(_)) => "a JSON number",
+            Some(Value::Array(_)) => "an array",
+            Some(Value::Object(_)) => "an object",
+        };
+        let expected = if optional {
+            "a string YYYY-MM-DD or null"
+        } else if matches!(name, "balance" | "annual_rate") {
+            "a decimal string such as \"2500.00\""
+        } else {
+            "a string"
+        };
+        Some((name, format!("{found}, expected {expected}")))
+    })
+}
+
 /// Dates outside this range are refused at import: they are typing errors,
 /// and an opening date centuries back would make a catch-up of that length.
 pub const DATE_MIN: &str = "1900-01-01";
@@ -172,8 +217,10 @@ pub fn parse_account_line(text: &str, line: usize) -> Result<Account, ImportErro
             ),
         ));
     }
-    let raw: RawAccount = serde_json::from_str(text)
-        .map_err(|e| err(None, format!("not a valid account record: {e}")))?;
+    let raw: RawAccount = serde_json::from_str(text).map_err(|e| match field_fault(text) {
+        Some((field, reason)) => err(Some(field), reason),
+        None => err(None, format!("not a valid account record: {e}")),
+    })?;
 
     if !valid_account_id(&raw.account_id) {
         return Err(err(
@@ -348,10 +395,46 @@ mod tests {
             .reason
             .contains("nickname"));
         let missing = GOOD.replace(r#""currency":"USD","#, "");
-        assert!(parse_account_line(&missing, 1)
-            .unwrap_err()
-            .reason
-            .contains("currency"));
+        assert_eq!(
+            parse_account_line(&missing, 1).unwrap_err().to_string(),
+            "line 1: field `currency`: missing: every record has it"
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_json_type_or_missing_is_named() {
+        for (field, value, says) in [
+            (
+                "balance",
+                "2500.0",
+                "a JSON number, expected a decimal string",
+            ),
+            ("annual_rate", "0.0425", "a JSON number"),
+            ("currency", "null", "null, expected a string"),
+            ("product", "[]", "an array"),
+            ("opened_on", "true", "a boolean"),
+            (
+                "accrued_through",
+                "20261119",
+                "expected a string YYYY-MM-DD or null",
+            ),
+        ] {
+            let e = parse_account_line(&with(field, value), 4).unwrap_err();
+            assert_eq!((e.line, e.field), (4, Some(field)), "{field}={value}: {e}");
+            assert!(e.reason.contains(says), "{field}={value}: {e}");
+        }
+        let missing = GOOD.replace(r#""balance":"2500.00","#, "");
+        let e = parse_account_line(&missing, 2).unwrap_err();
+        assert_eq!(
+            (e.field, e.reason.as_str()),
+            (Some("balance"), "missing: every record has it")
+        );
+        // Without accrued_through the record is whole: nothing accrued yet.
+        let without = GOOD.replace(r#","accrued_through":"2026-11-19""#, "");
+        assert_eq!(
+            parse_account_line(&without, 1).unwrap().accrued_through,
+            None
+        );
     }
 
     #[test]
