@@ -20,7 +20,7 @@ DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
+.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
 
 ## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
 setup: $(TALLY_VENV)/.installed node_modules/.installed
@@ -70,8 +70,8 @@ demo: setup build
 	@echo "the report ($(DEMO_RECON)-report.json) equals the breaks the generator injected ($(DEMO_RECON)-expected.json)"
 	@echo "the local stack is still up: 'make down' stops it"
 
-## test: everything — format, lint, unit, static (ASL, SAM, schemas, IAM), integration on the local stack
-test: setup lint test-unit test-static test-integration
+## test: everything — format, lint, unit, static (ASL, SAM, schemas, IAM, security), a fuzz smoke run, integration on the local stack
+test: setup lint test-unit test-static test-fuzz test-integration
 	@echo "all test suites passed"
 
 lint:
@@ -83,6 +83,23 @@ test-unit:
 
 test-static: setup
 	$(PY) -m pytest tests/static -q
+
+# cargo-fuzz, built once into the cache beside the venv.
+TOOLS := $(HOME)/.cache/tally/tools
+CARGO_FUZZ := $(TOOLS)/bin/cargo-fuzz
+FUZZ_SECONDS ?= 300
+export CARGO_FUZZ
+
+$(CARGO_FUZZ):
+	CARGO_TARGET_DIR=$(TOOLS)/build cargo install cargo-fuzz --locked --version 0.13.2 --root $(TOOLS)
+
+## fuzz: each parser (settlement, internal, accounts) for FUZZ_SECONDS, seeded from tests/corpus
+fuzz: $(CARGO_FUZZ)
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+## test-fuzz: the smoke run of the test command, 15 s a target
+test-fuzz: $(CARGO_FUZZ)
+	fuzz/run.sh 15
 
 # The integration tests share one local stack with the fault switch enabled;
 # the stack runs the debug build the unit tests already made.
