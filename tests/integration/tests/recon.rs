@@ -366,3 +366,203 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
         "{retries} retries, {stats:?}"
     );
 }
+
+/// Waits until the program's date is `REJECTED`; returns the status.
+async fn rejected(r: &Recon, program: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let st = r.status(program, DATE.parse().unwrap()).await.unwrap();
+        if let Some(st) = st.filter(|v| v["status"] == "REJECTED") {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{program} not rejected in time"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every stored thing as text: each item of every table (attribute values
+/// printed whole) and each object of every bucket, with where it is.
+async fn everything_stored(r: &Recon) -> Vec<(String, String)> {
+    let sdk = tally_aws::config::aws().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut out = Vec::new();
+    let tables = dynamo.list_tables().send().await.unwrap();
+    for table in tables.table_names() {
+        let mut start = None;
+        loop {
+            let page = dynamo
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                out.push((format!("dynamodb {table}"), format!("{item:?}")));
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+    }
+    let buckets = r.s3.list_buckets().send().await.unwrap();
+    for bucket in buckets.buckets().iter().filter_map(|b| b.name()) {
+        let mut pages =
+            r.s3.list_objects_v2()
+                .bucket(bucket)
+                .into_paginator()
+                .send();
+        while let Some(page) = pages.next().await {
+            for obj in page.unwrap().contents() {
+                let key = obj.key().unwrap();
+                let body =
+                    r.s3.get_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .body
+                        .collect()
+                        .await
+                        .unwrap()
+                        .into_bytes();
+                out.push((
+                    format!("s3://{bucket}/{key}"),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn no_unmasked_pan_is_stored_anywhere_after_a_reconciliation() {
+    let r = recon().await;
+    // A day that reconciles, so that records, summaries, the report and the
+    // exceptions are all stored.
+    let good = spec("ITPANOK", 400, 21);
+    let [dat, csv, _] = files(&good);
+    r.upload(Side::Internal, &good.program_id, good.file_date, &csv)
+        .await
+        .unwrap();
+    r.upload(Side::Settlement, &good.program_id, good.file_date, &dat)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(report(&r, &good.program_id).await).unwrap(),
+        serde_json::to_value(sample::expected_report(&good)).unwrap()
+    );
+
+    // A settlement file and an internal-records file, each with one full
+    // card number (Luhn-valid test PANs) where a masked one belongs.
+    const SETTLEMENT_PAN: &str = "4539578763621486";
+    const INTERNAL_PAN: &str = "5500005555555559";
+    let s = spec("ITPANS", 300, 22);
+    let [dat, _, _] = files(&s);
+    let text = std::fs::read_to_string(&dat).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == 7 {
+                format!("{}{SETTLEMENT_PAN:<19}{}", &l[..39], &l[58..])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&dat, lines.join("\n") + "\n").unwrap();
+    let s_key = r
+        .upload(Side::Settlement, &s.program_id, s.file_date, &dat)
+        .await
+        .unwrap();
+    let i = spec("ITPANI", 300, 23);
+    let [_, csv, _] = files(&i);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(n, l)| {
+            if n + 1 == 4 {
+                let mut cols: Vec<&str> = l.split(',').collect();
+                cols[2] = INTERNAL_PAN; // masked_pan
+                cols.join(",")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    let i_key = r
+        .upload(Side::Internal, &i.program_id, i.file_date, &csv)
+        .await
+        .unwrap();
+    let st = rejected(&r, "ITPANS").await;
+    assert_eq!(
+        (&st["reason"]["line"], &st["reason"]["field"]),
+        (&7.into(), &"masked PAN".into())
+    );
+    let st = rejected(&r, "ITPANI").await;
+    assert_eq!(
+        (&st["reason"]["line"], &st["reason"]["field"]),
+        (&4.into(), &"masked_pan".into())
+    );
+
+    let stored = everything_stored(&r).await;
+    assert!(
+        stored.iter().any(|(_, t)| t.contains("ITPANOK")),
+        "the scan saw none of the good day's data: is it reading the stack?"
+    );
+    // The two landed originals are the senders' files, which Tally neither
+    // copies nor keeps: the reason beside them says to delete them.
+    let landed = [
+        format!("s3://{}/{s_key}", r.stack.landing_bucket),
+        format!("s3://{}/{i_key}", r.stack.landing_bucket),
+    ];
+    let mut found = Vec::new();
+    let mut masked_seen = 0;
+    for (place, text) in &stored {
+        if landed.contains(place) {
+            assert!(text.contains(SETTLEMENT_PAN) || text.contains(INTERNAL_PAN));
+            continue;
+        }
+        for pan in [SETTLEMENT_PAN, INTERNAL_PAN] {
+            if text.contains(pan) {
+                found.push(format!("{place} holds {pan}"));
+            }
+        }
+        // Every stored masked_pan is masked: 6 digits, `*` fill, 4 digits.
+        for m in masked_pan_values(text) {
+            masked_seen += 1;
+            if !tally_domain::recon::settlement::valid_masked_pan(&m) {
+                found.push(format!("{place}: masked_pan `{m}` is not masked"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    assert!(
+        masked_seen >= 800,
+        "only {masked_seen} stored masked_pan values seen"
+    );
+}
+
+/// The values stored under a `masked_pan` attribute, from the printed form
+/// of an item (`"masked_pan": S("…")`).
+fn masked_pan_values(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("\"masked_pan\": S(\"") {
+        rest = &rest[at + 17..];
+        if let Some(end) = rest.find('"') {
+            out.push(rest[..end].to_owned());
+        }
+    }
+    out
+}
