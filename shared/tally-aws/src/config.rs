@@ -46,8 +46,26 @@ pub fn switch(name: &str) -> Result<bool, ConfigError> {
 
 /// The shared AWS configuration (region, credentials, endpoint) from the
 /// standard environment and profile chain.
+///
+/// Every call is retried by the SDK (standard mode: exponential backoff with
+/// full jitter) up to `TALLY_AWS_MAX_ATTEMPTS` attempts (default 10, 1–20),
+/// waiting at most 5 s between two. The SDK's default of 3 attempts fails a
+/// partition of a thousand calls on a bad minute of DynamoDB (at 30 % of
+/// calls failing, 0.3³ ≈ 3 % of calls would fail); 10 makes that 6 in a
+/// million. Operations are safe to retry: every write is conditional or an
+/// idempotent overwrite. An invalid value is refused loudly.
 pub async fn aws() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    let attempts = match bounded("TALLY_AWS_MAX_ATTEMPTS", 10u32, 1, 20) {
+        Ok(n) => n,
+        Err(e) => panic!("{e}"),
+    };
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_max_backoff(std::time::Duration::from_secs(5));
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry)
+        .load()
+        .await
 }
 
 /// An S3 client for `sdk`, with path-style addressing (what S3-compatible
