@@ -20,7 +20,7 @@ DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
+.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
 
 ## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
 setup: $(TALLY_VENV)/.installed node_modules/.installed
@@ -111,7 +111,16 @@ test-integration: setup
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
 	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 \
-	  cargo test -p tally-integration-tests --test cob --test recon -- --ignored --test-threads=1
+	  cargo test -p tally-integration-tests --test cob --test recon --test faults -- --ignored --test-threads=1
+
+## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
+faults: setup
+	cargo build --bins $(FUNCTIONS) -p fault-proxy
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
+	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
+	trap '$(PY) localstack/tally_local.py down' EXIT; \
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 TALLY_RUN_WAIT_SECS=1800 \
+	  cargo run -p tally-integration-tests --bin faults
 
 ## bench: the kernel on one core (criterion) and the local end-to-end figures
 bench: bench-kernel bench-ingest bench-local

@@ -4,6 +4,9 @@
 //! Tests share one local stack (the Lambdas read fixed table names), so they
 //! take [`exclusive`] and start from emptied tables.
 
+pub mod faults;
+pub mod recon;
+
 use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use std::collections::{BTreeMap, HashMap};

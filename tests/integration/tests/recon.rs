@@ -10,6 +10,7 @@ use tally_cli::stack::ReconStack;
 use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, SampleSpec};
 use tally_domain::recon::Side;
+use tally_integration_tests::recon::{stage, staged_outcome, start_direct};
 use tally_integration_tests::{repo_root, temp_file};
 
 const DATE: &str = "2026-11-20";
@@ -119,69 +120,14 @@ async fn a_bad_file_applies_nothing_and_lands_under_rejected_with_its_reason() {
         .expect("a copy of the rejected file");
 }
 
-/// Starts the reconciliation of a staged object directly (as the trigger
-/// would, with extra test-only fields), under a name of the test's own.
-async fn start_direct(r: &Recon, key: &str, name: &str, extra: serde_json::Value) {
-    let sdk = tally_aws::config::aws().await;
-    let head =
-        r.s3.head_object()
-            .bucket(STAGING)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-    let mut input = serde_json::json!({
-        "object": {
-            "bucket": STAGING,
-            "key": key,
-            "etag": head.e_tag().unwrap().trim_matches('"'),
-            "size_bytes": head.content_length().unwrap(),
-        },
-        "uploaded_at_ms": 1_700_000_000_000u64,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        input[k] = v.clone();
-    }
-    aws_sdk_sfn::Client::new(&sdk)
-        .start_execution()
-        .state_machine_arn(&r.stack.state_machine_arn)
-        .name(name)
-        .input(input.to_string())
-        .send()
-        .await
-        .unwrap();
-}
-
-/// A bucket without notifications: objects staged there start nothing by
-/// themselves, so a test's own executions are the only ones.
-const STAGING: &str = "tally-it-staging";
-
-/// Uploads to the staging bucket under a landing key; returns the key.
-async fn stage(r: &Recon, side: &str, program: &str, file: &std::path::Path, ext: &str) -> String {
-    let _ = r.s3.create_bucket().bucket(STAGING).send().await;
-    let key = format!("{side}/{program}/{DATE}/staged.{ext}");
-    r.s3.put_object()
-        .bucket(STAGING)
-        .key(&key)
-        .body(
-            aws_sdk_s3::primitives::ByteStream::from_path(file)
-                .await
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    key
-}
-
 #[tokio::test]
 #[ignore = "needs the local stack: make test"]
 async fn the_container_branch_gives_the_same_report_as_the_lambda_branch() {
     let r = recon().await;
     let s = spec("ITFARGATE", 2_000, 21);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
     // Every file counts as large: both go through ecs:runTask.sync (the local
     // stack runs the recon-ingest-task binary as a process in place of Fargate).
     for (k, n) in [
@@ -210,8 +156,8 @@ async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
     // More than one checkpoint's worth (5,000 records) of details.
     let s = spec("ITRESUME", 6_000, 33);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
     start_direct(&r, &k_internal, "it-resume-i", serde_json::json!({})).await;
     // The settlement ingest stops at its first checkpoint (5,000 records
     // applied), the state machine retries it, and it resumes from there.
@@ -271,27 +217,6 @@ async fn the_same_object_delivered_twice_reconciles_once() {
     assert_eq!(report(&r, &s.program_id).await, first);
 }
 
-/// The recorded outcome of the ingest of a staged object.
-async fn staged_outcome(r: &Recon, key: &str) -> serde_json::Value {
-    use tally_aws::ports::ReconState;
-    let etag =
-        r.s3.head_object()
-            .bucket(STAGING)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .e_tag()
-            .unwrap()
-            .trim_matches('"')
-            .to_owned();
-    r.state
-        .outcome(&tally_domain::recon::pipeline::ingest_id(key, &etag))
-        .await
-        .unwrap()
-        .expect("the ingest's outcome")
-}
-
 async fn recon_trigger_name(r: &Recon, key: &str) -> String {
     let head =
         r.s3.head_object()
@@ -312,8 +237,8 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     let r = recon().await;
     let s = spec("ITTHROTTLE", 3_000, 55);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, &csv, "csv").await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, &dat, "dat").await;
+    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
+    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
     // Every record write is a BatchWriteItem: a fifth are throttled (both
     // throttle errors), a third of the rest come back partly unprocessed.
     let rule = |kind, rate| Rule {
