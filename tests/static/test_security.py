@@ -237,12 +237,13 @@ def test_no_secret_or_account_id_is_committed():
 
 
 def test_the_secret_scan_sees_what_it_looks_for():
+    # Built from parts, so that this file holds none of them whole.
     planted = {
-        "a.rs": 'const K: &str = "AKIAIOSFODNN7EXAMPLE";',
-        "b.yaml": "Resource: arn:aws:sns:eu-west-1:210987654321:alarms",
-        "c.toml": "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        "d.pem": "-----BEGIN RSA PRIVATE KEY-----",
-        "e.env": "ACCOUNT_ID=210987654321",
+        "a.rs": 'const K: &str = "' + "AKIA" + "IOSFODNN7EXAMPLE" + '";',
+        "b.yaml": "Resource: arn:aws:sns:eu-west-1:" + "210987" + "654321:alarms",
+        "c.toml": "aws_secret_" + "access_key = " + "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY",
+        "d.pem": "-----BEGIN RSA " + "PRIVATE KEY-----",
+        "e.env": "ACCOUNT_" + "ID=210987" + "654321",
         "f.json": '"arn:aws:sqs:us-east-1:123456789012:q"',
     }
     found = secret_findings(planted)
