@@ -30,6 +30,23 @@ fn files(spec: &SampleSpec) -> [std::path::PathBuf; 3] {
     generate(spec, &temp_file(&format!("recon-{}", spec.program_id))).unwrap()
 }
 
+/// Rewrites line `line_no` (1-based) of a generated file with `edit`.
+fn edit_line(file: &std::path::Path, line_no: usize, edit: impl Fn(&str) -> String) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line_no {
+                edit(l)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+}
+
 async fn report(r: &Recon, program: &str) -> Report {
     let json = r
         .wait_report(program, DATE.parse().unwrap(), WAIT, |_| {})
@@ -65,37 +82,13 @@ async fn a_bad_file_applies_nothing_and_lands_under_rejected_with_its_reason() {
     let r = recon().await;
     let s = spec("ITBAD", 500, 9);
     let [dat, _, _] = files(&s);
-    let text = std::fs::read_to_string(&dat).unwrap();
     // The last detail (line 501) gets a sign that is neither D nor C.
-    let bad: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i + 1 == 501 {
-                format!("{}X{}", &l[..95], &l[96..])
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(&dat, bad.join("\n") + "\n").unwrap();
+    edit_line(&dat, 501, |l| format!("{}X{}", &l[..95], &l[96..]));
     let key = r
         .upload(Side::Settlement, &s.program_id, s.file_date, &dat)
         .await
         .unwrap();
-    let date = s.file_date;
-    let deadline = std::time::Instant::now() + WAIT;
-    let st = loop {
-        let st = r.status(&s.program_id, date).await.unwrap();
-        if st.as_ref().is_some_and(|v| v["status"] == "REJECTED") {
-            break st.unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not rejected in time: {st:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let st = rejected(&r, &s.program_id).await;
     assert_eq!(st["reason"]["line"], 501);
     assert_eq!(st["reason"]["field"], "amount sign");
     let reason =
@@ -316,22 +309,14 @@ async fn everything_stored(r: &Recon) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let tables = dynamo.list_tables().send().await.unwrap();
     for table in tables.table_names() {
-        let mut start = None;
-        loop {
-            let page = dynamo
-                .scan()
-                .table_name(table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .unwrap();
-            for item in page.items() {
-                out.push((format!("dynamodb {table}"), format!("{item:?}")));
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
+        let mut items = dynamo
+            .scan()
+            .table_name(table)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = items.next().await {
+            out.push((format!("dynamodb {table}"), format!("{:?}", item.unwrap())));
         }
     }
     let buckets = r.s3.list_buckets().send().await.unwrap();
@@ -391,40 +376,20 @@ async fn no_unmasked_pan_is_stored_anywhere_after_a_reconciliation() {
     const INTERNAL_PAN: &str = "5500005555555559";
     let s = spec("ITPANS", 300, 22);
     let [dat, _, _] = files(&s);
-    let text = std::fs::read_to_string(&dat).unwrap();
-    let lines: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i + 1 == 7 {
-                format!("{}{SETTLEMENT_PAN:<19}{}", &l[..39], &l[58..])
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(&dat, lines.join("\n") + "\n").unwrap();
+    edit_line(&dat, 7, |l| {
+        format!("{}{SETTLEMENT_PAN:<19}{}", &l[..39], &l[58..])
+    });
     let s_key = r
         .upload(Side::Settlement, &s.program_id, s.file_date, &dat)
         .await
         .unwrap();
     let i = spec("ITPANI", 300, 23);
     let [_, csv, _] = files(&i);
-    let text = std::fs::read_to_string(&csv).unwrap();
-    let lines: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(n, l)| {
-            if n + 1 == 4 {
-                let mut cols: Vec<&str> = l.split(',').collect();
-                cols[2] = INTERNAL_PAN; // masked_pan
-                cols.join(",")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    edit_line(&csv, 4, |l| {
+        let mut cols: Vec<&str> = l.split(',').collect();
+        cols[2] = INTERNAL_PAN; // masked_pan
+        cols.join(",")
+    });
     let i_key = r
         .upload(Side::Internal, &i.program_id, i.file_date, &csv)
         .await
