@@ -10,6 +10,7 @@
 //! - [`memory`]: in-memory ports for handler tests.
 //! - [`error`]: SDK errors classified into transient or permanent.
 //! - [`retry`]: bounded backoff with full jitter.
+//! - [`runs`]: run records (DynamoDB and in memory).
 //! - [`sfn`]: starting Step Functions executions.
 //! - [`config`]: typed environment reading.
 //! - [`handler_error`]: the error a Lambda handler returns, with its stable name.
@@ -23,6 +24,7 @@ pub mod ports;
 pub mod publish;
 pub mod recon;
 pub mod retry;
+pub mod runs;
 pub mod sfn;
 
 pub use error::StoreError;

@@ -330,3 +330,125 @@ pub trait Executions: Send + Sync {
         input: &serde_json::Value,
     ) -> impl Future<Output = Result<Started, StoreError>> + Send;
 }
+
+// ---------------------------------------------------------------------------
+// Run records
+// ---------------------------------------------------------------------------
+
+/// What a status change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Applied,
+    /// The run was already in the asked status (a retried writer).
+    AlreadyThere,
+    /// The run is in a status that may not move there (it stays as it is).
+    Refused(tally_domain::run::RunStatus),
+    /// No such run.
+    Missing,
+}
+
+/// What a running unit should do after reporting its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Continue,
+    /// The run is no longer `EXECUTING` (canceled, or ended): stop at once.
+    Stop(tally_domain::run::RunStatus),
+    /// The run has no record (started before run records, or a direct test
+    /// invocation): nothing to report to; go on.
+    NoRecord,
+}
+
+/// Fields a status change may also set.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub units_total: Option<u32>,
+    pub execution_arn: Option<String>,
+    pub cause: Option<tally_domain::run::RunCause>,
+    pub totals: Vec<tally_domain::run::RunTotal>,
+}
+
+/// Run records. Every status change is conditional on the current status
+/// being one of the new status's predecessors.
+pub trait RunStore: Send + Sync {
+    fn get(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Option<tally_domain::run::RunRecord>, StoreError>> + Send;
+
+    /// The run holding `business_key` (the latest submitted or registered).
+    fn current(
+        &self,
+        business_key: &str,
+    ) -> impl Future<Output = Result<Option<tally_domain::run::RunRecord>, StoreError>> + Send;
+
+    /// Creates the run `make(attempt)` for its business key, unless a run
+    /// holds the key that is live or succeeded: then returns that one and
+    /// `false`. Two submits racing for a key create one run.
+    fn submit(
+        &self,
+        make: &(dyn Fn(u32) -> tally_domain::run::RunRecord + Sync),
+    ) -> impl Future<Output = Result<(tally_domain::run::RunRecord, bool), StoreError>> + Send;
+
+    /// Records a run started outside `submit` (the nightly schedule). Takes
+    /// the business key when it is free or its holder failed or was canceled;
+    /// otherwise the record names the holder in `duplicate_of`. Idempotent:
+    /// an existing record of the run id is returned as it is.
+    fn register(
+        &self,
+        record: tally_domain::run::RunRecord,
+    ) -> impl Future<Output = Result<tally_domain::run::RunRecord, StoreError>> + Send;
+
+    fn transition(
+        &self,
+        run_id: &str,
+        to: tally_domain::run::RunStatus,
+        at: chrono::DateTime<chrono::Utc>,
+        patch: &Patch,
+    ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
+
+    /// Reports `items` processed by the running `unit`, if the run is still
+    /// `EXECUTING`; otherwise tells the unit to stop.
+    fn heartbeat(
+        &self,
+        run_id: &str,
+        unit: &str,
+        items: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Heartbeat, StoreError>> + Send;
+
+    /// Records an ended unit once (the first report wins); `false` when it
+    /// was already recorded or the run has no record.
+    fn unit_done(
+        &self,
+        run_id: &str,
+        unit: &str,
+        rec: &tally_domain::run::UnitRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Newest first, at most `limit` (capped at 1,000).
+    fn list(
+        &self,
+        kind: Option<tally_domain::run::RunKind>,
+        status: Option<tally_domain::run::RunStatus>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<tally_domain::run::RunRecord>, StoreError>> + Send;
+}
+
+/// How a Step Functions execution ended, or that it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionState {
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, `PENDING_REDRIVE`.
+    pub status: String,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// Reads executions by ARN.
+pub trait ExecutionLookup: Send + Sync {
+    /// `None` when no execution has that ARN.
+    fn describe(
+        &self,
+        execution_arn: &str,
+    ) -> impl Future<Output = Result<Option<ExecutionState>, StoreError>> + Send;
+}

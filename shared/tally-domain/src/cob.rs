@@ -39,6 +39,8 @@ pub fn check_run_id(run_id: &str) -> Result<&str, String> {
 pub enum Path {
     Single,
     Partitioned,
+    /// Nothing to do: the run was canceled before it started, or has ended.
+    Skip,
 }
 
 /// Test-only fault switch carried by a partition task; honoured only when the
@@ -76,6 +78,9 @@ pub struct Plan {
     pub partition_threshold: u64,
     pub partition_count: u32,
     pub partitions: Vec<PartitionTask>,
+    /// Why the path is `SKIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
 }
 
 impl Plan {
@@ -111,6 +116,7 @@ impl Plan {
             partition_threshold,
             partition_count: n,
             partitions,
+            skip_reason: None,
         })
     }
 }

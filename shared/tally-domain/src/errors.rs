@@ -12,6 +12,9 @@ pub const PUBLISH_ERROR: &str = "PublishError";
 /// The rollup found fewer shard summaries than shards: some are still being
 /// written (the completion watermark is not reached yet).
 pub const RECON_INCOMPLETE: &str = "ReconIncomplete";
+/// The run was canceled (or ended) while this unit ran: it stopped at a page
+/// boundary, every account it wrote whole. Never retried.
+pub const RUN_CANCELED: &str = "RunCanceled";
 
 /// Every name a Tally function can emit.
 pub const ALL: &[&str] = &[
@@ -23,6 +26,7 @@ pub const ALL: &[&str] = &[
     TRANSIENT_PUBLISH_ERROR,
     PUBLISH_ERROR,
     RECON_INCOMPLETE,
+    RUN_CANCELED,
 ];
 
 /// Names that mean "the same call may succeed if tried again".

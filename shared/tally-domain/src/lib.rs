@@ -12,6 +12,7 @@
 //! - [`partition`]: the stable account-id hash, shards and buckets.
 //! - [`cob`]: plan, partition results, aggregation, published events.
 //! - [`recon`]: settlement reconciliation: parsing, matching, rollup.
+//! - [`run`]: run records: status, progress, business keys, deadlines.
 //! - [`errors`]: the stable error names the state machine matches.
 
 pub mod account;
@@ -24,6 +25,7 @@ pub mod ledger;
 pub mod money;
 pub mod partition;
 pub mod recon;
+pub mod run;
 
 pub use chrono::NaiveDate;
 pub use rust_decimal::Decimal;
