@@ -36,7 +36,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## build: release binaries of the Lambdas and the CLI
-FUNCTIONS := -p cob-coordinator -p cob-partition -p cob-aggregate \
+FUNCTIONS := -p cob-coordinator -p cob-partition -p cob-aggregate -p cob-deadline -p run-sweeper \
              -p recon-trigger -p recon-inspect -p recon-ingest -p recon-settle -p recon-match -p recon-rollup
 
 build:

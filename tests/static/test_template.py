@@ -87,11 +87,14 @@ def iam_statements(template: dict):
 
 # The only wildcards allowed, each the last segment under one resource of
 # ours, where the names cannot be known in advance: objects under one prefix
-# of the landing bucket, and the ECS tasks of the reconciliation cluster.
+# of the landing bucket, the ECS tasks of the reconciliation cluster, and the
+# executions of the COB state machine.
 # No action, and no resource of any other shape, may hold a '*'.
 SCOPED_WILDCARDS = {
     *(f"${{LandingBucket.Arn}}/{prefix}/*" for prefix in ("settlement", "internal", "rejected", "reports", "state")),
     "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${ReconCluster}/*",
+    # The sweeper describes executions of the COB state machine: run ids.
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-accrual-cob:*",
 }
 
 

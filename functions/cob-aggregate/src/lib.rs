@@ -5,20 +5,25 @@
 //! # Layout
 //!
 //! - [`AggregateEvent`]: the two shapes the state machine sends.
-//! - [`aggregate_run`]: decides the outcome and publishes it.
+//! - [`aggregate_run`]: decides the outcome, ends the run record (`SUCCESS`
+//!   with its totals, or `FAILURE` with its cause) and publishes. A run
+//!   canceled meanwhile stays `CANCELED`: nothing is published and the
+//!   outcome is `CANCELED` (an operator's cancel wakes nobody).
 //!
 //! A retry after a transient publish failure may publish an event again;
 //! EventBridge delivery is at least once anyway, and consumers key on `run_id`.
 
 use serde::{Deserialize, Serialize};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::Publisher;
+use tally_aws::ports::{Patch, Publisher, RunStore, Transition};
+use tally_aws::runs::{cause, run_totals};
 use tally_aws::StoreError;
 use tally_domain::cob::{
     aggregate, plan_failed, Outcome, PartitionResult, Plan, RunFailed, COMPLETED_DETAIL_TYPE,
     FAILED_DETAIL_TYPE,
 };
 use tally_domain::errors;
+use tally_domain::run::RunStatus;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Failure {
@@ -46,6 +51,7 @@ pub struct AggregateEvent {
 pub enum OutcomeName {
     Completed,
     Failed,
+    Canceled,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,10 +73,78 @@ fn publish_error(e: StoreError) -> HandlerError {
     }
 }
 
-async fn fail<P: Publisher>(
+fn canceled(run_id: String) -> AggregateOutput {
+    tracing::info!(run_id, "run canceled: nothing published");
+    AggregateOutput {
+        outcome: OutcomeName::Canceled,
+        run_id,
+        event: serde_json::Value::Null,
+    }
+}
+
+/// Ends the run record; `false` when the run was canceled meanwhile.
+async fn end_record<R: RunStore>(
+    runs: &R,
+    run_id: &str,
+    to: RunStatus,
+    patch: Patch,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, HandlerError> {
+    match runs.transition(run_id, to, at, &patch).await? {
+        Transition::Applied | Transition::AlreadyThere | Transition::Missing => Ok(true),
+        Transition::Refused(RunStatus::Canceled) => Ok(false),
+        Transition::Refused(other) => {
+            tracing::warn!(run_id, %other, wanted = %to, "run record already ended otherwise; left as it is");
+            Ok(true)
+        }
+    }
+}
+
+async fn fail<P: Publisher, R: RunStore>(
     publisher: &P,
+    runs: &R,
     failed: RunFailed,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> Result<AggregateOutput, HandlerError> {
+    let why = match (&failed.error, failed.failed_partitions.first()) {
+        (Some(e), _) => cause(e, failed.cause.clone().unwrap_or_default()),
+        (None, Some(p)) => cause(
+            &p.error,
+            format!(
+                "{} of {} partitions failed; partition {}: {}",
+                failed.failed_partitions.len(),
+                failed.partition_count,
+                p.partition,
+                p.cause
+            ),
+        ),
+        (None, None) => cause("AccrualRunFailed", "the run failed"),
+    };
+    if failed
+        .failed_partitions
+        .iter()
+        .any(|p| p.error == errors::RUN_CANCELED)
+        || !end_record(
+            runs,
+            &failed.run_id,
+            RunStatus::Failure,
+            Patch {
+                cause: Some(why),
+                ..Patch::default()
+            },
+            at,
+        )
+        .await?
+    {
+        // Partitions stopped by a cancel: the run is CANCELED, not failed.
+        if runs
+            .get(&failed.run_id)
+            .await?
+            .is_some_and(|r| r.status == RunStatus::Canceled)
+        {
+            return Ok(canceled(failed.run_id));
+        }
+    }
     let detail = serde_json::to_value(&failed).expect("events serialize");
     let date = failed
         .business_date
@@ -94,11 +168,13 @@ async fn fail<P: Publisher>(
     })
 }
 
-pub async fn aggregate_run<P: Publisher>(
+pub async fn aggregate_run<P: Publisher, R: RunStore>(
     publisher: &P,
+    runs: &R,
     event: AggregateEvent,
-    now: &str,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> Result<AggregateOutput, HandlerError> {
+    let now = &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let Some(plan) = event.plan else {
         let failure = event
             .failure
@@ -111,15 +187,24 @@ pub async fn aggregate_run<P: Publisher>(
             .and_then(|d| d.parse().ok());
         return fail(
             publisher,
+            runs,
             plan_failed(&run_id, date, &failure.error, &failure.cause, now),
+            at,
         )
         .await;
     };
     match aggregate(&plan, &event.results, now)
         .map_err(|e| HandlerError::invalid_input(e.to_string()))?
     {
-        Outcome::Failed(failed) => fail(publisher, failed).await,
+        Outcome::Failed(failed) => fail(publisher, runs, failed, at).await,
         Outcome::Completed(done) => {
+            let patch = Patch {
+                totals: run_totals(&done.totals),
+                ..Patch::default()
+            };
+            if !end_record(runs, &done.run_id, RunStatus::Success, patch, at).await? {
+                return Ok(canceled(done.run_id));
+            }
             let detail = serde_json::to_value(&done).expect("events serialize");
             publisher
                 .put_event(COMPLETED_DETAIL_TYPE, &detail)
@@ -145,6 +230,12 @@ pub async fn aggregate_run<P: Publisher>(
 mod tests {
     use super::*;
     use tally_aws::memory::MemoryPublisher;
+    use tally_aws::runs::MemoryRuns;
+    use tally_domain::run::RunRecord;
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        "2026-11-21T01:00:00Z".parse().unwrap()
+    }
 
     fn event(json: &str) -> AggregateEvent {
         serde_json::from_str(json).unwrap()
@@ -155,8 +246,9 @@ mod tests {
         let p = MemoryPublisher::default();
         let out = aggregate_run(
             &p,
+            &MemoryRuns::default(),
             event(include_str!("../../../events/cob-aggregate/completed.json")),
-            "2026-11-21T01:00:00.000Z",
+            at(),
         )
         .await
         .unwrap();
@@ -174,10 +266,11 @@ mod tests {
         let p = MemoryPublisher::default();
         let out = aggregate_run(
             &p,
+            &MemoryRuns::default(),
             event(include_str!(
                 "../../../events/cob-aggregate/partition-failed.json"
             )),
-            "t",
+            at(),
         )
         .await
         .unwrap();
@@ -200,10 +293,11 @@ mod tests {
         let p = MemoryPublisher::default();
         let out = aggregate_run(
             &p,
+            &MemoryRuns::default(),
             event(include_str!(
                 "../../../events/cob-aggregate/plan-failed.json"
             )),
-            "t",
+            at(),
         )
         .await
         .unwrap();
@@ -219,10 +313,70 @@ mod tests {
         *p.fail_next.lock().unwrap() = 1;
         let ev = event(include_str!("../../../events/cob-aggregate/completed.json"));
         assert_eq!(
-            aggregate_run(&p, ev.clone(), "t").await.unwrap_err().name,
+            aggregate_run(&p, &MemoryRuns::default(), ev.clone(), at())
+                .await
+                .unwrap_err()
+                .name,
             "TransientPublishError"
         );
-        aggregate_run(&p, ev, "t").await.unwrap();
+        aggregate_run(&p, &MemoryRuns::default(), ev, at())
+            .await
+            .unwrap();
         assert_eq!(p.events.lock().unwrap().len(), 1);
+    }
+
+    fn record_for(ev: &AggregateEvent, status: RunStatus) -> RunRecord {
+        let plan = ev.plan.as_ref().unwrap();
+        let mut r = RunRecord::new_cob(plan.business_date, 1, status, at());
+        r.run_id = plan.run_id.clone();
+        r
+    }
+
+    #[tokio::test]
+    async fn the_run_record_ends_success_with_totals_or_failure_with_the_cause() {
+        let ev = event(include_str!("../../../events/cob-aggregate/completed.json"));
+        let runs = MemoryRuns::default();
+        runs.insert(record_for(&ev, RunStatus::Executing));
+        let p = MemoryPublisher::default();
+        let out = aggregate_run(&p, &runs, ev.clone(), at()).await.unwrap();
+        let r = runs.get(&out.run_id).await.unwrap().unwrap();
+        assert_eq!((r.status, r.ended_at), (RunStatus::Success, Some(at())));
+        assert_eq!(
+            r.totals.len(),
+            out.event["totals"].as_array().unwrap().len()
+        );
+        assert!(!r.totals.is_empty());
+
+        let ev = event(include_str!(
+            "../../../events/cob-aggregate/partition-failed.json"
+        ));
+        let runs = MemoryRuns::default();
+        runs.insert(record_for(&ev, RunStatus::Executing));
+        let out = aggregate_run(&p, &runs, ev, at()).await.unwrap();
+        let r = runs.get(&out.run_id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Failure);
+        let c = r.cause.unwrap();
+        assert!(c.cause.contains("partitions failed"), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_canceled_run_stays_canceled_and_publishes_nothing() {
+        for file in [
+            include_str!("../../../events/cob-aggregate/completed.json"),
+            include_str!("../../../events/cob-aggregate/partition-failed.json"),
+        ] {
+            let ev = event(file);
+            let runs = MemoryRuns::default();
+            runs.insert(record_for(&ev, RunStatus::Canceled));
+            let p = MemoryPublisher::default();
+            let out = aggregate_run(&p, &runs, ev, at()).await.unwrap();
+            assert_eq!(out.outcome, OutcomeName::Canceled);
+            assert!(p.events.lock().unwrap().is_empty());
+            assert!(p.alarms.lock().unwrap().is_empty());
+            assert_eq!(
+                runs.get(&out.run_id).await.unwrap().unwrap().status,
+                RunStatus::Canceled
+            );
+        }
     }
 }

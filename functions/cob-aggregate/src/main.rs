@@ -16,13 +16,16 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
         source: tally_domain::cob::EVENT_SOURCE,
     };
-    let publisher = &publisher;
+    let runs = tally_aws::runs::DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let (publisher, runs) = (&publisher, &runs);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let event: AggregateEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("aggregate event: {e}")))?;
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            aggregate_run(publisher, event, &now).await
+            aggregate_run(publisher, runs, event, chrono::Utc::now()).await
         },
     ))
     .await

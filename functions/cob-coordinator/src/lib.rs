@@ -4,16 +4,20 @@
 //! # Layout
 //!
 //! - [`Config`]: threshold, partition count and time zone from the environment.
-//! - [`plan`]: validates the execution input and makes the [`Plan`].
+//! - [`plan`]: validates the execution input, makes the [`Plan`] and moves
+//!   the run record to `EXECUTING` (creating it first for a run started
+//!   outside `submit`, such as the nightly schedule). A run canceled before
+//!   its execution reached the coordinator gets the `SKIP` path.
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::AccountBook;
-use tally_domain::cob::{check_business_date, check_run_id, Fault, Plan};
+use tally_aws::ports::{AccountBook, Patch, RunStore, Transition};
+use tally_domain::cob::{check_business_date, check_run_id, Fault, Path, Plan};
 use tally_domain::partition::{check_partition_count, COB_SHARD_COUNT};
+use tally_domain::run::{RunRecord, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -61,8 +65,11 @@ pub struct RunInput {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinatorEvent {
-    pub input: RunInput,
+    pub input: serde_json::Value,
     pub execution_name: String,
+    /// `$$.Execution.Id`: the execution ARN, kept on the run record.
+    #[serde(default)]
+    pub execution_id: Option<String>,
 }
 
 /// The business date of a run: given, or the local day before the night the
@@ -88,30 +95,80 @@ pub fn business_date(
     check_business_date(date, now.date_naive()).map_err(HandlerError::invalid_input)
 }
 
-pub async fn plan<B: AccountBook>(
+pub async fn plan<B: AccountBook, R: RunStore>(
     book: &B,
+    runs: &R,
     cfg: &Config,
     event: CoordinatorEvent,
     now: DateTime<Utc>,
 ) -> Result<Plan, HandlerError> {
     let run_id = event.execution_name;
     check_run_id(&run_id).map_err(HandlerError::invalid_input)?;
-    let date = business_date(&event.input, cfg.time_zone, now)?;
-    let threshold = event
-        .input
+    let input: RunInput = serde_json::from_value(event.input.clone())
+        .map_err(|e| HandlerError::invalid_input(format!("execution input: {e}")))?;
+    let date = business_date(&input, cfg.time_zone, now)?;
+    let skip = |reason: String| {
+        tracing::info!(run_id, reason, "skipped");
+        Plan {
+            run_id: run_id.clone(),
+            business_date: date,
+            path: Path::Skip,
+            active_accounts: 0,
+            partition_threshold: 0,
+            partition_count: 0,
+            partitions: Vec::new(),
+            skip_reason: Some(reason),
+        }
+    };
+    // A run submitted through `submit` has its record; one the schedule
+    // started gets one now, INITIATED like a submitted one.
+    let record = match runs.get(&run_id).await? {
+        Some(r) => r,
+        None => {
+            let mut r = RunRecord::new_cob(date, 0, RunStatus::Initiated, now);
+            r.run_id = run_id.clone();
+            r.input = event.input.clone();
+            r.execution_arn = event.execution_id.clone();
+            runs.register(r).await?
+        }
+    };
+    if record.business_date != date {
+        return Err(HandlerError::invalid_input(format!(
+            "run {run_id} is for {}, its execution input for {date}",
+            record.business_date
+        )));
+    }
+    if record.status.is_terminal() {
+        return Ok(skip(format!("run {run_id} is already {}", record.status)));
+    }
+    let threshold = input
         .options
         .partition_threshold
         .unwrap_or(cfg.partition_threshold);
-    let count = event
-        .input
-        .options
-        .partition_count
-        .unwrap_or(cfg.partition_count);
+    let count = input.options.partition_count.unwrap_or(cfg.partition_count);
     let active = book.count_active().await?;
-    let plan = Plan::make(&run_id, date, active, threshold, count, event.input.fault)
+    let plan = Plan::make(&run_id, date, active, threshold, count, input.fault)
         .map_err(|e| HandlerError::invalid_input(e.to_string()))?;
+    let patch = Patch {
+        units_total: Some(plan.partition_count),
+        execution_arn: event.execution_id,
+        ..Patch::default()
+    };
+    match runs
+        .transition(&run_id, RunStatus::Executing, now, &patch)
+        .await?
+    {
+        Transition::Applied | Transition::AlreadyThere => {}
+        Transition::Refused(s) => return Ok(skip(format!("run {run_id} is already {s}"))),
+        Transition::Missing => {
+            return Err(tally_aws::StoreError::Transient(format!(
+                "run {run_id}: its record vanished"
+            ))
+            .into())
+        }
+    }
     tracing::info!(run_id, business_date = %date, active_accounts = active, path = ?plan.path,
-                   partitions = plan.partition_count, "planned");
+                   partitions = plan.partition_count, duplicate_of = ?record.duplicate_of, "planned");
     Ok(plan)
 }
 
@@ -119,7 +176,7 @@ pub async fn plan<B: AccountBook>(
 mod tests {
     use super::*;
     use tally_aws::memory::MemoryBook;
-    use tally_domain::cob::Path;
+    use tally_aws::runs::MemoryRuns;
 
     fn cfg(threshold: u64) -> Config {
         Config {
@@ -146,6 +203,7 @@ mod tests {
             );
         let p = plan(
             &book,
+            &MemoryRuns::default(),
             &cfg(50_000),
             event(include_str!("../../../events/cob-coordinator/manual.json")),
             now(),
@@ -159,6 +217,7 @@ mod tests {
         assert_eq!(p.run_id, "cob-2026-11-20-manual");
         let p = plan(
             &book,
+            &MemoryRuns::default(),
             &cfg(50_000),
             event(include_str!(
                 "../../../events/cob-coordinator/with-options.json"
@@ -173,6 +232,7 @@ mod tests {
         );
         let p = plan(
             &book,
+            &MemoryRuns::default(),
             &cfg(50_000),
             event(include_str!(
                 "../../../events/cob-coordinator/scheduled.json"
@@ -238,11 +298,153 @@ mod tests {
             r#"{"input":{"business_date":"2026-11-20","options":{"partition_count":7}},"execution_name":"x"}"#,
         );
         assert_eq!(
-            plan(&MemoryBook::default(), &cfg(0), e, now())
-                .await
-                .unwrap_err()
-                .name,
+            plan(
+                &MemoryBook::default(),
+                &MemoryRuns::default(),
+                &cfg(0),
+                e,
+                now()
+            )
+            .await
+            .unwrap_err()
+            .name,
             "InvalidInput"
+        );
+    }
+
+    fn one_account_book() -> MemoryBook {
+        let line = r#"{"account_id":"A","product":"LOAN","status":"ACTIVE","currency":"USD","balance":"1.00","annual_rate":"0.05","day_count":"ACT/360","opened_on":"2026-01-01","accrued_through":null}"#;
+        MemoryBook::with_accounts([tally_domain::account::parse_account_line(line, 1).unwrap()])
+    }
+
+    fn raw(name: &str) -> CoordinatorEvent {
+        event(&format!(
+            r#"{{"input":{{"business_date":"2026-11-20","options":{{"partition_threshold":1,"partition_count":4}}}},"execution_name":"{name}","execution_id":"arn:aws:states:us-east-1:000000000000:execution:cob:{name}"}}"#
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_run_gets_a_record_that_holds_its_date_and_moves_to_executing() {
+        let runs = MemoryRuns::default();
+        let p = plan(
+            &one_account_book(),
+            &runs,
+            &cfg(50_000),
+            raw("nightly-1"),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.path, Path::Partitioned);
+        let r = runs.get("nightly-1").await.unwrap().unwrap();
+        assert_eq!(
+            (r.status, r.units_total, r.attempt),
+            (RunStatus::Executing, 4, 1)
+        );
+        assert!(r.execution_arn.unwrap().ends_with(":nightly-1"));
+        assert_eq!(r.started_at, Some(now()));
+        assert_eq!(
+            runs.current("cob#2026-11-20")
+                .await
+                .unwrap()
+                .unwrap()
+                .run_id,
+            "nightly-1"
+        );
+        // A retried coordinator plans the same and leaves the record as it is.
+        let again = plan(
+            &one_account_book(),
+            &runs,
+            &cfg(50_000),
+            raw("nightly-1"),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, p);
+        assert_eq!(runs.records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_submitted_run_moves_from_initiated_and_a_canceled_one_is_skipped() {
+        let runs = MemoryRuns::default();
+        let d = "2026-11-20".parse().unwrap();
+        let (r, _) = runs
+            .submit(&|a| RunRecord::new_cob(d, a, RunStatus::Initiated, now()))
+            .await
+            .unwrap();
+        plan(
+            &one_account_book(),
+            &runs,
+            &cfg(50_000),
+            raw(&r.run_id),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            runs.get(&r.run_id).await.unwrap().unwrap().status,
+            RunStatus::Executing
+        );
+
+        let (c, _) = runs
+            .submit(&|a| {
+                RunRecord::new_cob(
+                    "2026-11-19".parse().unwrap(),
+                    a,
+                    RunStatus::Initiated,
+                    now(),
+                )
+            })
+            .await
+            .unwrap();
+        runs.transition(&c.run_id, RunStatus::Canceled, now(), &Patch::default())
+            .await
+            .unwrap();
+        let mut e = raw(&c.run_id);
+        e.input["business_date"] = "2026-11-19".into();
+        let p = plan(&one_account_book(), &runs, &cfg(50_000), e, now())
+            .await
+            .unwrap();
+        assert_eq!(p.path, Path::Skip);
+        assert!(p.partitions.is_empty());
+        assert_eq!(
+            runs.get(&c.run_id).await.unwrap().unwrap().status,
+            RunStatus::Canceled
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_start_for_a_held_date_runs_but_is_marked_as_a_duplicate() {
+        let runs = MemoryRuns::default();
+        plan(
+            &one_account_book(),
+            &runs,
+            &cfg(50_000),
+            raw("first"),
+            now(),
+        )
+        .await
+        .unwrap();
+        let p = plan(
+            &one_account_book(),
+            &runs,
+            &cfg(50_000),
+            raw("second"),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.path, Path::Partitioned);
+        let r = runs.get("second").await.unwrap().unwrap();
+        assert_eq!(r.duplicate_of.as_deref(), Some("first"));
+        assert_eq!(
+            runs.current("cob#2026-11-20")
+                .await
+                .unwrap()
+                .unwrap()
+                .run_id,
+            "first"
         );
     }
 }

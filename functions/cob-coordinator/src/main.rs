@@ -12,13 +12,17 @@ async fn main() -> Result<(), Error> {
     let accounts = config::required("ACCOUNTS_TABLE")?;
     let client = aws_sdk_dynamodb::Client::new(&config::aws().await);
     // The coordinator never writes the ledger; the name is only for the type.
+    let runs = tally_aws::runs::DynamoRuns {
+        client: client.clone(),
+        table: config::required("RUNS_TABLE")?,
+    };
     let book = DynamoBook::new(client, accounts, String::new());
-    let (book, cfg) = (&book, &cfg);
+    let (book, runs, cfg) = (&book, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let event: CoordinatorEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("coordinator event: {e}")))?;
-            plan(book, cfg, event, chrono::Utc::now()).await
+            plan(book, runs, cfg, event, chrono::Utc::now()).await
         },
     ))
     .await

@@ -4,7 +4,11 @@
 //! # Layout
 //!
 //! - [`Config`]: limits read once from the environment.
-//! - [`run`]: the engine, over the [`AccountBook`] and [`FaultSwitch`] ports.
+//! - [`run`]: the engine, over the [`AccountBook`], [`RunStore`] and
+//!   [`FaultSwitch`] ports. After every page it reports its progress to the
+//!   run record and learns whether the run is still `EXECUTING`; a canceled
+//!   run stops it there (every account it wrote is whole: each account's
+//!   postings and state are one transaction) with `RunCanceled`.
 //! - [`plan_commit`]: one account's next atomic step.
 //!
 //! Memory is bounded by `write_concurrency × page_size` accounts: ids are read
@@ -16,7 +20,9 @@ use std::time::Instant;
 use tally_aws::config::{bounded, switch, ConfigError};
 use tally_aws::dynamo::TRANSACT_ITEMS_MAX;
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::{AccountBook, AccountCommit, CommitOutcome, FaultSwitch};
+use tally_aws::ports::{
+    AccountBook, AccountCommit, CommitOutcome, FaultSwitch, Heartbeat, RunStore,
+};
 use tally_aws::retry::Backoff;
 use tally_aws::StoreError;
 use tally_domain::account::{Account, RunMark};
@@ -26,6 +32,7 @@ use tally_domain::cob::{
 };
 use tally_domain::ledger::LedgerEntry;
 use tally_domain::partition::{check_partition_count, shards_of};
+use tally_domain::run::{unit_name, UnitRecord};
 use tally_domain::{Decimal, NaiveDate};
 
 /// Rounds of re-reading an account whose state moved under us (another run,
@@ -275,9 +282,10 @@ async fn process_page<B: AccountBook>(
 }
 
 /// Accrues every ACTIVE account of the task's hash bucket.
-pub async fn run<B: AccountBook, F: FaultSwitch>(
+pub async fn run<B: AccountBook, F: FaultSwitch, R: RunStore>(
     book: &B,
     faults: &F,
+    runs: &R,
     cfg: &Config,
     task: PartitionTask,
 ) -> Result<PartitionResult, HandlerError> {
@@ -337,8 +345,37 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(
     let mut pages = std::pin::pin!(pages
         .map_ok(|ids| process_page(book, cfg, &task, ids))
         .try_buffer_unordered(cfg.write_concurrency));
+    let unit = unit_name(task.partition);
     while let Some(page) = pages.try_next().await? {
         stats.merge(page);
+        if let Heartbeat::Stop(status) = runs
+            .heartbeat(&task.run_id, &unit, stats.seen, chrono::Utc::now())
+            .await?
+        {
+            let ended_at = chrono::Utc::now();
+            runs.unit_done(
+                &task.run_id,
+                &unit,
+                &UnitRecord {
+                    started_at,
+                    ended_at,
+                    items: stats.seen,
+                    postings: stats.postings,
+                    duration_ms: clock.elapsed().as_millis() as u64,
+                    outcome: "CANCELED".into(),
+                },
+            )
+            .await?;
+            tracing::warn!(run_id = task.run_id, partition = task.partition, %status,
+                           accounts = stats.seen, "run no longer executing: stopped at a page boundary");
+            return Err(HandlerError {
+                name: tally_domain::errors::RUN_CANCELED,
+                message: format!(
+                    "run {} is {status}: partition {} stopped after {} accounts",
+                    task.run_id, task.partition, stats.seen
+                ),
+            });
+        }
         if let Some(f) = &fault {
             if stats.seen >= f.fail_after_accounts
                 && faults
@@ -354,6 +391,20 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(
         }
     }
     let finished_at = chrono::Utc::now();
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    runs.unit_done(
+        &task.run_id,
+        &unit,
+        &UnitRecord {
+            started_at,
+            ended_at: finished_at,
+            items: stats.seen,
+            postings: stats.postings,
+            duration_ms,
+            outcome: "SUCCEEDED".into(),
+        },
+    )
+    .await?;
     Ok(PartitionResult {
         partition: task.partition,
         partition_count: task.partition_count,
@@ -366,7 +417,7 @@ pub async fn run<B: AccountBook, F: FaultSwitch>(
         totals: stats.totals.to_vec(),
         started_at: Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         finished_at: Some(finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        duration_ms: clock.elapsed().as_millis() as u64,
+        duration_ms,
         error: None,
         cause: None,
     })

@@ -18,16 +18,18 @@ async fn main() -> Result<(), Error> {
         config::required("ACCOUNTS_TABLE")?,
         config::required("LEDGER_TABLE")?,
     );
-    let faults = DynamoFaultSwitch {
-        client,
-        runs_table: config::required("RUNS_TABLE")?,
+    let runs_table = config::required("RUNS_TABLE")?;
+    let runs = tally_aws::runs::DynamoRuns {
+        client: client.clone(),
+        table: runs_table.clone(),
     };
-    let (book, faults, cfg) = (&book, &faults, &cfg);
+    let faults = DynamoFaultSwitch { client, runs_table };
+    let (book, faults, runs, cfg) = (&book, &faults, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let task: PartitionTask = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("partition task: {e}")))?;
-            let result = run(book, faults, cfg, task).await;
+            let result = run(book, faults, runs, cfg, task).await;
             match &result {
                 Ok(r) => tracing::info!(
                     partition = r.partition,

@@ -1,9 +1,12 @@
 use super::*;
 use tally_aws::memory::{MemoryBook, MemoryFaults};
+use tally_aws::ports::{Patch, RunStore};
+use tally_aws::runs::MemoryRuns;
 use tally_domain::account::{Product, Status};
 use tally_domain::cob::Fault;
 use tally_domain::currency::Currency;
 use tally_domain::daycount::DayCount;
+use tally_domain::run::{RunRecord, RunStatus};
 
 fn date(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -74,9 +77,15 @@ fn ledger(b: &MemoryBook) -> Vec<(String, NaiveDate, String)> {
 
 async fn clean(n: usize) -> (MemoryBook, PartitionResult) {
     let b = book(n);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
-        .await
-        .unwrap();
+    let r = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("clean", 0, 1),
+    )
+    .await
+    .unwrap();
     (b, r)
 }
 
@@ -123,9 +132,15 @@ async fn every_active_account_accrues_each_missing_day_once() {
 async fn running_the_same_date_again_adds_nothing() {
     let (b, first) = clean(40).await;
     let before = ledger(&b);
-    let again = run(&b, &MemoryFaults::default(), &cfg(), task("second", 0, 1))
-        .await
-        .unwrap();
+    let again = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("second", 0, 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(ledger(&b), before);
     assert_eq!(
         (
@@ -136,9 +151,15 @@ async fn running_the_same_date_again_adds_nothing() {
         (0, 0, first.accounts_seen)
     );
     // A retry of the same run reports the same totals as its first attempt.
-    let retry = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
-        .await
-        .unwrap();
+    let retry = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("clean", 0, 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (retry.totals, retry.postings_written),
         (first.totals, first.postings_written)
@@ -150,9 +171,15 @@ async fn transient_write_failures_are_retried_to_the_same_ledger() {
     let (reference, r0) = clean(40).await;
     let b = book(40);
     b.fail_next_commits(5);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
-        .await
-        .unwrap();
+    let r = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("clean", 0, 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
     assert_eq!(r.totals, r0.totals);
 }
@@ -162,9 +189,15 @@ async fn a_lost_response_after_a_commit_posts_nothing_twice() {
     let (reference, r0) = clean(40).await;
     let b = book(40);
     b.lose_next_response();
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", 0, 1))
-        .await
-        .unwrap();
+    let r = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("clean", 0, 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
     assert_eq!(
         (r.totals, r.postings_written),
@@ -183,13 +216,17 @@ async fn a_partition_failing_part_way_then_retried_ends_as_the_clean_run() {
         failures: 1,
         partition: None,
     });
-    let e = run(&b, &faults, &cfg(), t.clone()).await.unwrap_err();
+    let e = run(&b, &faults, &MemoryRuns::default(), &cfg(), t.clone())
+        .await
+        .unwrap_err();
     assert_eq!(e.name, "TransientStoreError");
     assert!(
         !b.ledger().is_empty() && b.ledger().len() < reference.ledger().len(),
         "failed part-way"
     );
-    let r = run(&b, &faults, &cfg(), t).await.unwrap();
+    let r = run(&b, &faults, &MemoryRuns::default(), &cfg(), t)
+        .await
+        .unwrap();
     assert_eq!(ledger(&b), ledger(&reference));
     assert_eq!(
         (r.totals, r.postings_written, r.accounts_accrued),
@@ -210,7 +247,11 @@ async fn the_fault_switch_is_ignored_unless_enabled() {
         fault_injection: false,
         ..cfg()
     };
-    assert!(run(&b, &MemoryFaults::default(), &c, t).await.is_ok());
+    assert!(
+        run(&b, &MemoryFaults::default(), &MemoryRuns::default(), &c, t)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -220,9 +261,15 @@ async fn partitions_split_the_book_and_together_equal_the_single_path() {
     let mut seen = 0;
     let mut totals = Totals::default();
     for p in 0..4 {
-        let r = run(&b, &MemoryFaults::default(), &cfg(), task("clean", p, 4))
-            .await
-            .unwrap();
+        let r = run(
+            &b,
+            &MemoryFaults::default(),
+            &MemoryRuns::default(),
+            &cfg(),
+            task("clean", p, 4),
+        )
+        .await
+        .unwrap();
         seen += r.accounts_seen;
         for t in r.totals {
             totals.add(t.currency, t.amount, t.postings);
@@ -238,9 +285,15 @@ async fn a_catch_up_longer_than_one_transaction_is_posted_in_order() {
     let mut a = account(1);
     a.accrued_through = Some(date("2026-03-01")); // 264 days behind, one posting a day
     let b = MemoryBook::with_accounts([a]);
-    let r = run(&b, &MemoryFaults::default(), &cfg(), task("r", 0, 1))
-        .await
-        .unwrap();
+    let r = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("r", 0, 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.postings_written + r.zero_postings_skipped, 264);
     assert_eq!(b.ledger().len() as u64, r.postings_written);
     assert!(b.commit_calls() >= 3, "needs more than one transaction");
@@ -255,10 +308,16 @@ async fn bad_tasks_are_invalid_input() {
     let b = book(1);
     for t in [task("r", 4, 4), task("r", 0, 7), task("", 0, 1)] {
         assert_eq!(
-            run(&b, &MemoryFaults::default(), &cfg(), t)
-                .await
-                .unwrap_err()
-                .name,
+            run(
+                &b,
+                &MemoryFaults::default(),
+                &MemoryRuns::default(),
+                &cfg(),
+                t
+            )
+            .await
+            .unwrap_err()
+            .name,
             "InvalidInput"
         );
     }
@@ -298,9 +357,15 @@ impl AccountBook for StuckBook {
 #[tokio::test]
 async fn a_condition_that_can_never_pass_is_a_permanent_error_not_a_retry() {
     let b = StuckBook(book(5));
-    let e = run(&b, &MemoryFaults::default(), &cfg(), task("r", 0, 1))
-        .await
-        .unwrap_err();
+    let e = run(
+        &b,
+        &MemoryFaults::default(),
+        &MemoryRuns::default(),
+        &cfg(),
+        task("r", 0, 1),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.name, "StoreError", "{e}");
 }
 
@@ -309,10 +374,123 @@ async fn a_business_date_after_tomorrow_is_refused() {
     let mut t = task("r", 0, 1);
     t.business_date = date("2999-01-01");
     assert_eq!(
-        run(&book(1), &MemoryFaults::default(), &cfg(), t)
-            .await
-            .unwrap_err()
-            .name,
+        run(
+            &book(1),
+            &MemoryFaults::default(),
+            &MemoryRuns::default(),
+            &cfg(),
+            t
+        )
+        .await
+        .unwrap_err()
+        .name,
         "InvalidInput"
     );
+}
+
+async fn executing(runs: &MemoryRuns, attempt: u32) -> String {
+    let d = date("2026-11-20");
+    let now = chrono::Utc::now();
+    let (r, _) = runs
+        .submit(&|a| RunRecord::new_cob(d, a.max(attempt), RunStatus::Initiated, now))
+        .await
+        .unwrap();
+    runs.transition(
+        &r.run_id,
+        RunStatus::Executing,
+        now,
+        &Patch {
+            units_total: Some(1),
+            ..Patch::default()
+        },
+    )
+    .await
+    .unwrap();
+    r.run_id
+}
+
+#[tokio::test]
+async fn a_partition_reports_progress_and_its_unit_to_the_run_record() {
+    let b = book(100);
+    let runs = MemoryRuns::default();
+    let id = executing(&runs, 1).await;
+    let r = run(&b, &MemoryFaults::default(), &runs, &cfg(), task(&id, 0, 1))
+        .await
+        .unwrap();
+    let rec = runs.get(&id).await.unwrap().unwrap();
+    let unit = &rec.units["p0"];
+    assert_eq!(
+        (unit.items, unit.postings),
+        (r.accounts_seen, r.postings_written)
+    );
+    assert_eq!(unit.outcome, "SUCCEEDED");
+    assert_eq!(rec.progress["p0"], r.accounts_seen);
+    assert_eq!(rec.items_processed(), r.accounts_seen);
+    // A retried partition does not record its unit twice (the first report stands).
+    run(&b, &MemoryFaults::default(), &runs, &cfg(), task(&id, 0, 1))
+        .await
+        .unwrap();
+    assert_eq!(runs.get(&id).await.unwrap().unwrap().units.len(), 1);
+}
+
+#[tokio::test]
+async fn a_canceled_run_stops_its_partition_at_a_page_with_every_account_whole_and_a_rerun_completes_once(
+) {
+    let n = 300;
+    let (reference, _) = clean(n).await;
+    let b = book(n);
+    let runs = MemoryRuns::default();
+    let first = executing(&runs, 1).await;
+    runs.cancel_after_heartbeats(5);
+    let e = run(
+        &b,
+        &MemoryFaults::default(),
+        &runs,
+        &cfg(),
+        task(&first, 0, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.name, "RunCanceled", "{e}");
+    let rec = runs.get(&first).await.unwrap().unwrap();
+    assert_eq!(rec.status, RunStatus::Canceled);
+    assert_eq!(rec.units["p0"].outcome, "CANCELED");
+    // Stopped part-way: some accounts accrued, some not, none half-done.
+    let ledger_now = b.ledger();
+    let (mut done, mut untouched) = (0, 0);
+    for i in 0..n {
+        let a = b.account(&account(i).account_id).unwrap();
+        if a.status != Status::Active {
+            continue;
+        }
+        let entries = ledger_now
+            .iter()
+            .filter(|e| e.account_id == a.account_id)
+            .count();
+        match a.accrued_through {
+            Some(d) if d == date("2026-11-20") => done += 1,
+            Some(d) if d == date("2026-11-17") => {
+                assert_eq!(entries, 0, "{} has entries but no state", a.account_id);
+                untouched += 1;
+            }
+            other => panic!("{}: accrued through {other:?}", a.account_id),
+        }
+    }
+    assert!(
+        done > 0 && untouched > 0,
+        "done {done}, untouched {untouched}"
+    );
+    // The date submitted again is attempt 2 and completes it exactly once.
+    let second = executing(&runs, 2).await;
+    assert_ne!(second, first);
+    run(
+        &b,
+        &MemoryFaults::default(),
+        &runs,
+        &cfg(),
+        task(&second, 0, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ledger(&b), ledger(&reference));
 }

@@ -246,9 +246,15 @@ async fn partition_peak_kb(accounts: u64) -> Result<(u64, u64, f64)> {
     reset_hwm();
     let before = vm_hwm_kb();
     let started = Instant::now();
-    let r = cob_partition::run(&book, &MemoryFaults::default(), &cfg, task)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = cob_partition::run(
+        &book,
+        &MemoryFaults::default(),
+        &tally_aws::runs::MemoryRuns::default(),
+        &cfg,
+        task,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(r.accounts_seen, accounts);
     Ok((before, vm_hwm_kb(), secs))

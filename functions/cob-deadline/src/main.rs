@@ -1,0 +1,34 @@
+use cob_deadline::{check, DeadlineEvent};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::publish::AwsPublisher;
+use tally_aws::{config, runs::DynamoRuns};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let sdk = config::aws().await;
+    let runs = DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let publisher = AwsPublisher {
+        events: aws_sdk_eventbridge::Client::new(&sdk),
+        sns: aws_sdk_sns::Client::new(&sdk),
+        event_bus_name: config::required("EVENT_BUS_NAME")?,
+        alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
+        source: tally_domain::cob::EVENT_SOURCE,
+    };
+    let (runs, publisher) = (&runs, &publisher);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let event: DeadlineEvent = serde_json::from_value(event.payload)
+                .map_err(|e| HandlerError::invalid_input(format!("deadline event: {e}")))?;
+            check(runs, publisher, event, chrono::Utc::now()).await
+        },
+    ))
+    .await
+}

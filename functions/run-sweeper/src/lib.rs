@@ -1,0 +1,358 @@
+//! The consistency sweeper: makes run records agree with Step Functions.
+//!
+//! A run record is ended by the functions of its run (the aggregate writes
+//! `SUCCESS` or `FAILURE`). When an execution ends outside them — aborted
+//! from the console, timed out, failed in a state no function catches — its
+//! record would stay `EXECUTING` for ever. The sweeper, on a schedule, reads
+//! the records still `EXECUTING` (and `INITIATED` ones older than a grace
+//! period), describes each one's execution and ends the record as the
+//! execution ended: `FAILED` and `TIMED_OUT` become `FAILURE` with the
+//! execution's error and cause, `ABORTED` becomes `CANCELED`, `SUCCEEDED`
+//! becomes `SUCCESS`. A running execution is left alone.
+//!
+//! - Bounded: at most `SWEEPER_BATCH_MAX` records per invocation (the oldest
+//!   are reached on later invocations; the report says how many were left).
+//! - Idempotent and safe beside itself: every change is the store's
+//!   conditional status write, so two sweepers (or a sweeper and the
+//!   aggregate) racing on one record change it once; the loser sees
+//!   `AlreadyThere` or `Refused` and moves on.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use tally_aws::config::{bounded, ConfigError};
+use tally_aws::handler_error::HandlerError;
+use tally_aws::ports::{ExecutionLookup, Patch, RunStore, Transition};
+use tally_aws::runs::cause;
+use tally_domain::run::{RunRecord, RunStatus};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Records examined per invocation (1–500).
+    pub batch_max: u32,
+    /// An `INITIATED` run younger than this is left alone: its execution
+    /// may be starting (seconds, 60–86,400).
+    pub initiated_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            batch_max: bounded("SWEEPER_BATCH_MAX", 100, 1, 500)?,
+            initiated_grace: Duration::seconds(bounded(
+                "SWEEPER_INITIATED_GRACE_SECS",
+                900,
+                60,
+                86_400,
+            )?),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fixed {
+    pub run_id: String,
+    pub from: RunStatus,
+    pub to: RunStatus,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub examined: u32,
+    pub still_running: u32,
+    /// Records this invocation changed.
+    pub fixed: Vec<Fixed>,
+    /// Records another writer changed first.
+    pub raced: u32,
+    /// Whether the batch bound cut the work short.
+    pub more: bool,
+}
+
+/// What the record of a run should become, given its execution.
+pub fn verdict(
+    r: &RunRecord,
+    exec: Option<&tally_aws::ports::ExecutionState>,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Option<(RunStatus, String, String)> {
+    let old = now - r.created_at >= grace;
+    let Some(e) = exec else {
+        return match r.status {
+            RunStatus::Initiated if !old => None,
+            _ => Some((
+                RunStatus::Failure,
+                "ExecutionNotFound".into(),
+                format!(
+                    "no execution {} for run {}",
+                    r.execution_arn.as_deref().unwrap_or("(none recorded)"),
+                    r.run_id
+                ),
+            )),
+        };
+    };
+    let err = || e.error.clone().unwrap_or_else(|| e.status.clone());
+    let why = || e.cause.clone().unwrap_or_default();
+    match e.status.as_str() {
+        "RUNNING" | "PENDING_REDRIVE" => None,
+        "SUCCEEDED" => Some((
+            RunStatus::Success,
+            "ExecutionSucceeded".into(),
+            String::new(),
+        )),
+        "FAILED" => Some((RunStatus::Failure, err(), why())),
+        "TIMED_OUT" => Some((RunStatus::Failure, "States.Timeout".into(), why())),
+        "ABORTED" => Some((
+            RunStatus::Canceled,
+            "ExecutionAborted".into(),
+            "the execution was stopped outside Tally (StopExecution)".into(),
+        )),
+        other => Some((
+            RunStatus::Failure,
+            "UnknownExecutionStatus".into(),
+            format!("execution status {other}"),
+        )),
+    }
+}
+
+pub async fn sweep<R: RunStore, X: ExecutionLookup>(
+    runs: &R,
+    execs: &X,
+    cfg: &Config,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, HandlerError> {
+    let mut report = SweepReport::default();
+    let executing = runs
+        .list(None, Some(RunStatus::Executing), None, cfg.batch_max + 1)
+        .await?;
+    let initiated = runs
+        .list(
+            None,
+            Some(RunStatus::Initiated),
+            Some(now - cfg.initiated_grace),
+            cfg.batch_max + 1,
+        )
+        .await?;
+    let total = executing.len() + initiated.len();
+    report.more = total > cfg.batch_max as usize;
+    for r in executing
+        .into_iter()
+        .chain(initiated)
+        .take(cfg.batch_max as usize)
+    {
+        report.examined += 1;
+        let exec = match &r.execution_arn {
+            Some(arn) => execs.describe(arn).await?,
+            None => None,
+        };
+        let Some((to, error, why)) = verdict(&r, exec.as_ref(), now, cfg.initiated_grace) else {
+            report.still_running += 1;
+            continue;
+        };
+        // SUCCESS is reachable from EXECUTING only; an INITIATED run whose
+        // execution succeeded never reached the coordinator's write: FAILURE.
+        let to = if to == RunStatus::Success && r.status == RunStatus::Initiated {
+            RunStatus::Failure
+        } else {
+            to
+        };
+        let patch = Patch {
+            cause: (to != RunStatus::Success).then(|| cause(&error, &why)),
+            ..Patch::default()
+        };
+        match runs.transition(&r.run_id, to, now, &patch).await? {
+            Transition::Applied => {
+                tracing::warn!(run_id = r.run_id, from = %r.status, %to, error, cause = why,
+                               "run record corrected from its execution");
+                report.fixed.push(Fixed {
+                    run_id: r.run_id.clone(),
+                    from: r.status,
+                    to,
+                    reason: if why.is_empty() {
+                        error
+                    } else {
+                        format!("{error}: {why}")
+                    },
+                });
+            }
+            _ => report.raced += 1,
+        }
+    }
+    tracing::info!(
+        examined = report.examined,
+        fixed = report.fixed.len(),
+        raced = report.raced,
+        still_running = report.still_running,
+        more = report.more,
+        "swept"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tally_aws::ports::ExecutionState;
+    use tally_aws::runs::MemoryRuns;
+    use tally_aws::StoreError;
+
+    #[derive(Default)]
+    struct Execs(Mutex<HashMap<String, ExecutionState>>, Mutex<u32>);
+
+    impl Execs {
+        fn set(&self, arn: &str, status: &str, error: Option<&str>) {
+            self.0.lock().unwrap().insert(
+                arn.into(),
+                ExecutionState {
+                    status: status.into(),
+                    error: error.map(Into::into),
+                    cause: error.map(|e| format!("cause of {e}")),
+                },
+            );
+        }
+    }
+
+    impl ExecutionLookup for Execs {
+        async fn describe(&self, arn: &str) -> Result<Option<ExecutionState>, StoreError> {
+            *self.1.lock().unwrap() += 1;
+            // Let the other sweeper of a test run between our read and write.
+            tokio::task::yield_now().await;
+            Ok(self.0.lock().unwrap().get(arn).cloned())
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn cfg(batch: u32) -> Config {
+        Config {
+            batch_max: batch,
+            initiated_grace: Duration::seconds(900),
+        }
+    }
+
+    fn run(runs: &MemoryRuns, day: u32, status: RunStatus, created: &str) -> String {
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+        let mut r = RunRecord::new_cob(d, 1, status, t(created));
+        r.execution_arn = Some(format!("arn:exec:{}", r.run_id));
+        let id = r.run_id.clone();
+        runs.insert(r);
+        id
+    }
+
+    #[tokio::test]
+    async fn each_ended_execution_ends_its_record_and_running_ones_are_left() {
+        let runs = MemoryRuns::default();
+        let execs = Execs::default();
+        let now = t("2026-11-21T03:00:00Z");
+        let cases = [
+            (
+                1,
+                RunStatus::Executing,
+                Some(("FAILED", Some("States.Runtime"))),
+                Some(RunStatus::Failure),
+            ),
+            (
+                2,
+                RunStatus::Executing,
+                Some(("TIMED_OUT", None)),
+                Some(RunStatus::Failure),
+            ),
+            (
+                3,
+                RunStatus::Executing,
+                Some(("ABORTED", None)),
+                Some(RunStatus::Canceled),
+            ),
+            (
+                4,
+                RunStatus::Executing,
+                Some(("SUCCEEDED", None)),
+                Some(RunStatus::Success),
+            ),
+            (5, RunStatus::Executing, Some(("RUNNING", None)), None),
+            (6, RunStatus::Executing, None, Some(RunStatus::Failure)),
+            (7, RunStatus::Initiated, None, Some(RunStatus::Failure)),
+            (
+                8,
+                RunStatus::Initiated,
+                Some(("SUCCEEDED", None)),
+                Some(RunStatus::Failure),
+            ),
+            (9, RunStatus::Success, Some(("SUCCEEDED", None)), None),
+        ];
+        let mut ids = Vec::new();
+        for (day, status, exec, _) in &cases {
+            let id = run(&runs, *day, *status, "2026-11-21T01:00:00Z");
+            if let Some((s, e)) = exec {
+                execs.set(&format!("arn:exec:{id}"), s, *e);
+            }
+            ids.push(id);
+        }
+        // A young INITIATED run: its execution may be starting.
+        let young = run(&runs, 10, RunStatus::Initiated, "2026-11-21T02:55:00Z");
+        let report = sweep(&runs, &execs, &cfg(100), now).await.unwrap();
+        for ((_, before, _, after), id) in cases.iter().zip(&ids) {
+            let r = runs.get(id).await.unwrap().unwrap();
+            assert_eq!(r.status, after.unwrap_or(*before), "{id}");
+        }
+        assert_eq!(
+            runs.get(&young).await.unwrap().unwrap().status,
+            RunStatus::Initiated
+        );
+        let failed = runs.get(&ids[0]).await.unwrap().unwrap();
+        assert_eq!(failed.cause.unwrap().error, "States.Runtime");
+        assert_eq!(failed.ended_at, Some(now));
+        assert_eq!(report.fixed.len(), 7);
+        assert_eq!(report.still_running, 1);
+        assert!(!report.more);
+        // Idempotent: a second sweep changes nothing.
+        let again = sweep(&runs, &execs, &cfg(100), now).await.unwrap();
+        assert!(again.fixed.is_empty());
+        assert_eq!(again.examined, 1, "only the running one is still EXECUTING");
+    }
+
+    #[tokio::test]
+    async fn a_sweep_is_bounded_and_the_next_one_goes_on() {
+        let runs = MemoryRuns::default();
+        let execs = Execs::default();
+        for day in 1..=9 {
+            let id = run(&runs, day, RunStatus::Executing, "2026-11-21T01:00:00Z");
+            execs.set(&format!("arn:exec:{id}"), "ABORTED", None);
+        }
+        let now = t("2026-11-21T03:00:00Z");
+        let a = sweep(&runs, &execs, &cfg(4), now).await.unwrap();
+        assert_eq!((a.examined, a.fixed.len(), a.more), (4, 4, true));
+        assert_eq!(*execs.1.lock().unwrap(), 4);
+        let b = sweep(&runs, &execs, &cfg(4), now).await.unwrap();
+        let c = sweep(&runs, &execs, &cfg(4), now).await.unwrap();
+        assert_eq!((b.fixed.len(), c.fixed.len(), c.more), (4, 1, false));
+    }
+
+    #[tokio::test]
+    async fn two_sweepers_at_once_change_each_record_once() {
+        let runs = MemoryRuns::default();
+        let execs = Execs::default();
+        for day in 1..=6 {
+            let id = run(&runs, day, RunStatus::Executing, "2026-11-21T01:00:00Z");
+            execs.set(
+                &format!("arn:exec:{id}"),
+                "FAILED",
+                Some("States.TaskFailed"),
+            );
+        }
+        let now = t("2026-11-21T03:00:00Z");
+        let c = cfg(100);
+        let (a, b) = tokio::join!(sweep(&runs, &execs, &c, now), sweep(&runs, &execs, &c, now));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.fixed.len() + b.fixed.len(), 6);
+        assert_eq!(a.raced + b.raced, (a.examined + b.examined) - 6);
+        assert!(a.raced + b.raced > 0, "the two sweeps did not overlap");
+        assert!(runs
+            .records()
+            .iter()
+            .all(|r| r.status == RunStatus::Failure));
+    }
+}

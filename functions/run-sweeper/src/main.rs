@@ -1,0 +1,30 @@
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use run_sweeper::{sweep, Config};
+use tally_aws::config;
+use tally_aws::runs::DynamoRuns;
+use tally_aws::sfn::SfnLookup;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cfg = Config::from_env()?;
+    let sdk = config::aws().await;
+    let runs = DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let execs = SfnLookup {
+        client: aws_sdk_sfn::Client::new(&sdk),
+    };
+    let (runs, execs, cfg) = (&runs, &execs, &cfg);
+    // The scheduled event's content is not used: every invocation sweeps.
+    lambda_runtime::run(service_fn(
+        move |_: LambdaEvent<serde_json::Value>| async move {
+            sweep(runs, execs, cfg, chrono::Utc::now()).await
+        },
+    ))
+    .await
+}
