@@ -55,6 +55,36 @@ enum Command {
         #[command(subcommand)]
         action: ReconAction,
     },
+    /// Run records: list, read, cancel.
+    Runs {
+        #[command(subcommand)]
+        action: RunsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsAction {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<tally_domain::run::RunKind>,
+        /// INITIATED, EXECUTING, SUCCESS, FAILURE or CANCELED.
+        #[arg(long)]
+        status: Option<tally_domain::run::RunStatus>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON record a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, progress, partitions, cause, totals.
+    Get {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run: CANCELED, its execution stopped, partitions stop at their next page.
+    Cancel { run_id: String },
 }
 
 #[derive(Args)]
@@ -259,64 +289,165 @@ fn print_summary(s: &runs::RunStatus) {
     }
 }
 
+async fn run_store(stack: &Stack) -> tally_aws::runs::DynamoRuns {
+    runs::store(&tally_aws::config::aws().await, &stack.runs_table)
+}
+
+/// A live progress bar from the run record: redrawn in place on a terminal,
+/// a line per change otherwise (logs, CI).
+fn progress_printer() -> impl FnMut(&tally_domain::run::RunRecord, Duration) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    move |r, elapsed| {
+        let line = tally_domain::run::progress_line(r, 30);
+        if tty {
+            eprint!("\r{line} {:>5}s ", elapsed.as_secs());
+        } else if line != last {
+            eprintln!("{line} {:>5}s", elapsed.as_secs());
+        }
+        last = line;
+    }
+}
+
 async fn cob_run(stack: &Stack, a: RunArgs) -> Result<()> {
     let client = sfn().await;
-    let run_id = runs::new_run_id(a.date);
     let options = runs::Options {
         partition_threshold: a.partition_threshold,
         partition_count: a.partition_count,
     };
-    let arn = runs::start(
+    let store = run_store(stack).await;
+    let (record, created) = runs::submit(
+        &store,
         &client,
         &stack.state_machine_arn,
-        &run_id,
         a.date,
         &options,
         None,
     )
     .await?;
-    println!("{run_id}");
+    println!("{}", record.run_id);
+    if !created {
+        eprintln!(
+            "{} already has run {} ({}): not started again",
+            a.date, record.run_id, record.status
+        );
+    }
     if !a.wait {
         return Ok(());
     }
-    let mut last = String::new();
-    let s = runs::wait(
-        &client,
-        &arn,
+    let r = runs::follow(
+        &store,
+        &record.run_id,
         Duration::from_secs(a.timeout_secs),
-        |s, elapsed| {
-            let line = format!("{} {}", s.run_id, s.status);
-            if line != last || elapsed.as_secs() % 5 == 0 {
-                eprint!("\r{line} {:>5}s ", elapsed.as_secs());
-                last = line;
-            }
-        },
+        progress_printer(),
     )
     .await?;
-    if let Ok(p) = runs::progress(&client, &arn).await {
-        eprintln!(
-            "\n  last state {}; fan-out partitions done {}, failed {}",
-            p.state, p.partitions_done, p.partitions_failed
-        );
+    eprintln!();
+    print_record(&r);
+    if let Some(arn) = &r.execution_arn {
+        if let Ok(s) = runs::status(&client, arn).await {
+            print_summary(&s);
+        }
     }
-    eprintln!(
-        "{} {} ({} → {})",
-        s.run_id,
-        s.status,
-        s.started_at,
-        s.stopped_at.as_deref().unwrap_or("-")
-    );
-    print_summary(&s);
-    if !s.succeeded() {
+    if r.status != tally_domain::run::RunStatus::Success {
         bail!(
-            "run {} ended {}: {} {}",
-            s.run_id,
-            s.status,
-            s.error.as_deref().unwrap_or(""),
-            s.cause.as_deref().unwrap_or("")
+            "run {} ended {}{}",
+            r.run_id,
+            r.status,
+            r.cause
+                .as_ref()
+                .map(|c| format!(": {} {}", c.error, c.cause))
+                .unwrap_or_default()
         );
     }
     Ok(())
+}
+
+fn print_record(r: &tally_domain::run::RunRecord) {
+    let t = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("-".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    eprintln!("{} {} ({})", r.run_id, r.status, r.business_key);
+    eprintln!(
+        "  created {}  started {}  ended {}",
+        t(Some(r.created_at)),
+        t(r.started_at),
+        t(r.ended_at)
+    );
+    eprintln!("  {}", tally_domain::run::progress_line(r, 30));
+    for (name, u) in &r.units {
+        eprintln!(
+            "  {name:>4} {:<9} {:>9} accounts {:>9} postings {:>8} ms",
+            u.outcome, u.items, u.postings, u.duration_ms
+        );
+    }
+    if let Some(c) = &r.cause {
+        eprintln!("  cause: {} {}", c.error, c.cause);
+    }
+    if let Some(d) = &r.duplicate_of {
+        eprintln!("  started while {d} held the date (the ledger posted each day once)");
+    }
+}
+
+async fn runs_command(stack: &Stack, action: RunsAction) -> Result<()> {
+    let store = run_store(stack).await;
+    match action {
+        RunsAction::List {
+            kind,
+            status,
+            limit,
+            json,
+        } => {
+            use tally_aws::ports::RunStore;
+            let rs = store.list(kind, status, None, limit).await?;
+            if !json {
+                println!(
+                    "{:<32} {:<5} {:<10} {:<9} {:<20} PROGRESS",
+                    "RUN", "KIND", "DATE", "STATUS", "CREATED"
+                );
+            }
+            for r in rs {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{:<32} {:<5} {:<10} {:<9} {:<20} {}/{} units, {} items",
+                        r.run_id,
+                        r.kind.as_str(),
+                        r.business_date,
+                        r.status.as_str(),
+                        r.created_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        r.units_done(),
+                        r.units_total,
+                        r.items_processed()
+                    );
+                }
+            }
+            Ok(())
+        }
+        RunsAction::Get { run_id, json } => {
+            use tally_aws::ports::RunStore;
+            let Some(r) = store.get(&run_id).await? else {
+                bail!("no run {run_id}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_record(&r);
+            }
+            Ok(())
+        }
+        RunsAction::Cancel { run_id } => {
+            let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            let r = runs::cancel(&store, &sfn().await, &run_id, &who).await?;
+            println!("{} {}", r.run_id, r.status);
+            Ok(())
+        }
+    }
 }
 
 async fn recon_command(stack_file: &Path, action: ReconAction) -> Result<()> {
@@ -496,6 +627,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Recon { action } => recon_command(&cli.stack_file, action).await,
+        Command::Runs { action } => runs_command(&stack()?, action).await,
         Command::Ledger {
             action: LedgerAction::Export { date },
         } => {

@@ -196,3 +196,137 @@ pub async fn progress(sfn: &aws_sdk_sfn::Client, execution_arn: &str) -> Result<
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Run records: submit, cancel, follow
+// ---------------------------------------------------------------------------
+
+use tally_aws::ports::{Patch, RunStore, Transition};
+use tally_aws::runs::DynamoRuns;
+use tally_domain::run::{RunRecord, RunStatus as Status};
+
+pub fn store(sdk: &aws_config::SdkConfig, table: &str) -> DynamoRuns {
+    DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(sdk),
+        table: table.to_owned(),
+    }
+}
+
+/// Submits the COB for `date`: idempotent per date. A date whose run is
+/// live or succeeded returns that run (`false`); otherwise a new attempt is
+/// recorded `INITIATED` and its execution, named by the run id, started.
+/// An `INITIATED` run returned again has its execution started again (the
+/// same name and input: Step Functions starts it at most once).
+pub async fn submit(
+    store: &DynamoRuns,
+    sfn: &aws_sdk_sfn::Client,
+    state_machine_arn: &str,
+    date: NaiveDate,
+    options: &Options,
+    fault: Option<serde_json::Value>,
+) -> Result<(RunRecord, bool)> {
+    let mut input = serde_json::json!({"business_date": date, "options": options});
+    if let Some(f) = fault {
+        input["fault"] = f;
+    }
+    let now = chrono::Utc::now();
+    let make = |attempt: u32| {
+        let mut r = RunRecord::new_cob(date, attempt, Status::Initiated, now);
+        r.input = input.clone();
+        r.execution_arn = execution_arn(state_machine_arn, &r.run_id).ok();
+        r
+    };
+    let (record, created) = store.submit(&make).await?;
+    if record.status == Status::Initiated {
+        let out = sfn
+            .start_execution()
+            .state_machine_arn(state_machine_arn)
+            .name(&record.run_id)
+            .input(record.input.to_string())
+            .send()
+            .await;
+        match out {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_execution_already_exists()) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("StartExecution")),
+        }
+    }
+    Ok((record, created))
+}
+
+/// Cancels a run: the record becomes `CANCELED` (conditional: only from
+/// `INITIATED` or `EXECUTING`), then its execution is stopped. Partitions
+/// still running see the status at their next page and stop there.
+/// Canceling a canceled run again only repeats the stop (idempotent).
+pub async fn cancel(
+    store: &DynamoRuns,
+    sfn: &aws_sdk_sfn::Client,
+    run_id: &str,
+    who: &str,
+) -> Result<RunRecord> {
+    let Some(r) = store.get(run_id).await? else {
+        bail!("no run {run_id}");
+    };
+    let patch = Patch {
+        cause: Some(tally_aws::runs::cause(
+            "CanceledByOperator",
+            format!("tally runs cancel by {who}"),
+        )),
+        ..Patch::default()
+    };
+    match store
+        .transition(run_id, Status::Canceled, chrono::Utc::now(), &patch)
+        .await?
+    {
+        Transition::Applied | Transition::AlreadyThere => {}
+        Transition::Refused(s) => bail!("run {run_id} has already ended {s}: nothing to cancel"),
+        Transition::Missing => bail!("no run {run_id}"),
+    }
+    if let Some(arn) = &r.execution_arn {
+        let out = sfn
+            .stop_execution()
+            .execution_arn(arn)
+            .error(tally_domain::errors::RUN_CANCELED)
+            .cause(format!("canceled by {who}"))
+            .send()
+            .await;
+        if let Err(e) = out {
+            // Not started yet, or already ended: the record is what counts.
+            let benign = e
+                .as_service_error()
+                .is_some_and(|s| s.is_execution_does_not_exist());
+            if !benign {
+                let msg = format!("{}", aws_sdk_sfn::error::DisplayErrorContext(&e));
+                if !msg.contains("ExecutionNotRunning") && !msg.contains("not running") {
+                    return Err(anyhow::Error::new(e).context("StopExecution"));
+                }
+            }
+        }
+    }
+    Ok(store.get(run_id).await?.expect("the run exists"))
+}
+
+/// Polls the record until the run ends or `timeout` passes; `tick` sees each poll.
+pub async fn follow(
+    store: &DynamoRuns,
+    run_id: &str,
+    timeout: Duration,
+    mut tick: impl FnMut(&RunRecord, Duration),
+) -> Result<RunRecord> {
+    let started = Instant::now();
+    loop {
+        let Some(r) = store.get(run_id).await? else {
+            bail!("no run {run_id}");
+        };
+        tick(&r, started.elapsed());
+        if r.status.is_terminal() {
+            return Ok(r);
+        }
+        if started.elapsed() > timeout {
+            bail!("run {run_id} still {} after {timeout:?}", r.status);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

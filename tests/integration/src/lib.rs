@@ -272,3 +272,138 @@ pub fn temp_file(name: &str) -> PathBuf {
 pub fn date(s: &str) -> NaiveDate {
     s.parse().expect("date")
 }
+
+impl Env {
+    /// The run records of the stack.
+    pub fn runs(&self) -> tally_aws::runs::DynamoRuns {
+        tally_cli::runs::store(&self.sdk, &self.stack.runs_table)
+    }
+
+    /// Invokes a function of the local stack by name, as a scheduler would
+    /// (through the gateway's Lambda `Invoke` endpoint); returns its JSON
+    /// answer, or the error the function returned.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+        let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let body = payload.to_string();
+        let mut conn = tokio::net::TcpStream::connect(host).await?;
+        let req = format!(
+            "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: {host}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(req.as_bytes()).await?;
+        let mut resp = Vec::new();
+        conn.read_to_end(&mut resp).await?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .context("an HTTP answer from the gateway")?;
+        let status = head.split_whitespace().nth(1).unwrap_or("?");
+        let function_error = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("x-amz-function-error"));
+        // The gateway answers with Content-Length; a chunked body is not expected.
+        if status != "200" || function_error {
+            bail!("invoke {function}: HTTP {status}: {body}");
+        }
+        serde_json::from_str(body).with_context(|| format!("invoke {function}: {body}"))
+    }
+}
+
+/// An SQS queue subscribed to the alarm topic, for tests that expect (or
+/// expect no) alarm. Deleted on `close`.
+pub struct AlarmListener {
+    sqs: aws_sdk_sqs::Client,
+    sns: aws_sdk_sns::Client,
+    url: String,
+    subscription: String,
+}
+
+impl AlarmListener {
+    pub async fn new(env: &Env, name: &str) -> Result<AlarmListener> {
+        let sqs = aws_sdk_sqs::Client::new(&env.sdk);
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("tally-it-{name}-{}", std::process::id()))
+            .send()
+            .await?
+            .queue_url()
+            .context("a queue URL")?
+            .to_owned();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .context("the queue ARN")?
+            .clone();
+        let sns = aws_sdk_sns::Client::new(&env.sdk);
+        let subscription = sns
+            .subscribe()
+            .topic_arn(&env.outputs["AlarmTopicArn"])
+            .protocol("sqs")
+            .endpoint(&arn)
+            .send()
+            .await?
+            .subscription_arn()
+            .context("a subscription ARN")?
+            .to_owned();
+        Ok(AlarmListener {
+            sqs,
+            sns,
+            url,
+            subscription,
+        })
+    }
+
+    /// The alarm subjects received within `wait`, consumed.
+    pub async fn subjects(&self, wait: Duration) -> Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            for m in got.messages() {
+                let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or("{}"))?;
+                out.push(body["Subject"].as_str().unwrap_or_default().to_owned());
+                if let Some(h) = m.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.url)
+                        .receipt_handle(h)
+                        .send()
+                        .await?;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.sns
+            .unsubscribe()
+            .subscription_arn(&self.subscription)
+            .send()
+            .await?;
+        self.sqs.delete_queue().queue_url(&self.url).send().await?;
+        Ok(())
+    }
+}

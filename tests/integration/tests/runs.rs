@@ -1,0 +1,360 @@
+//! Run records on the local stack: every status transition, submit
+//! idempotent per date, cancel during a partitioned COB, the sweeper, the
+//! deadline check. Run with `make test`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tally_aws::dynamo::account_from_item;
+use tally_aws::ports::RunStore;
+use tally_cli::runs::{self, Options};
+use tally_domain::run::{RunRecord, RunStatus};
+use tally_integration_tests::{date, exclusive, AlarmListener, Env};
+
+const DATE: &str = "2026-11-20";
+
+fn fan_out(n: u32) -> Options {
+    Options {
+        partition_threshold: Some(1),
+        partition_count: Some(n),
+    }
+}
+
+async fn submit(env: &Env, d: &str, o: &Options) -> (RunRecord, bool) {
+    runs::submit(
+        &env.runs(),
+        &env.sfn,
+        &env.stack.state_machine_arn,
+        date(d),
+        o,
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+async fn follow(env: &Env, run_id: &str) -> RunRecord {
+    runs::follow(&env.runs(), run_id, Duration::from_secs(900), |_, _| {})
+        .await
+        .unwrap()
+}
+
+/// Account id → accrued_through, from the accounts table.
+async fn accrued_through(env: &Env) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
+    let mut pages = env
+        .dynamo
+        .scan()
+        .table_name(&env.stack.accounts_table)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for i in page.unwrap().items() {
+            let a = account_from_item(i).unwrap();
+            out.insert(a.account_id, a.accrued_through.map(|d| d.to_string()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn a_submitted_run_goes_initiated_executing_success_and_a_second_submit_returns_it() {
+    let _guard = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    env.fresh_book(300, 41, date(DATE)).await.unwrap();
+
+    let (first, created) = submit(&env, DATE, &fan_out(2)).await;
+    assert!(created);
+    assert_eq!(first.run_id, "cob-2026-11-20-a1");
+    assert_eq!(first.status, RunStatus::Initiated);
+    // Submitted again at once (the run is live): the same run, nothing started.
+    let (again, created) = submit(&env, DATE, &fan_out(2)).await;
+    assert!(!created);
+    assert_eq!(again.run_id, first.run_id);
+
+    let done = follow(&env, &first.run_id).await;
+    assert_eq!(done.status, RunStatus::Success, "{done:?}");
+    // Through EXECUTING: the coordinator's transition set started_at and the plan.
+    let started = done.started_at.expect("started_at, set on EXECUTING");
+    let ended = done.ended_at.expect("ended_at");
+    assert!(done.created_at <= started && started <= ended);
+    assert_eq!(done.units_total, 2);
+    assert_eq!(done.units_done(), 2);
+    assert!(done.units.values().all(|u| u.outcome == "SUCCEEDED"));
+    let accounts: u64 = done.units.values().map(|u| u.items).sum();
+    let postings: u64 = done.units.values().map(|u| u.postings).sum();
+    assert!(accounts > 250, "{accounts}");
+    assert_eq!(postings as usize, env.ledger().await.unwrap().len());
+    assert!(!done.totals.is_empty());
+    assert!(done.execution_arn.unwrap().ends_with(":cob-2026-11-20-a1"));
+
+    // After SUCCESS a submit still returns the same run: the date is done.
+    let (after, created) = submit(&env, DATE, &fan_out(2)).await;
+    assert!(!created);
+    assert_eq!(
+        (after.run_id.as_str(), after.status),
+        ("cob-2026-11-20-a1", RunStatus::Success)
+    );
+    // Listed, and found by status.
+    let listed = env
+        .runs()
+        .list(None, Some(RunStatus::Success), None, 10)
+        .await
+        .unwrap();
+    assert!(listed.iter().any(|r| r.run_id == first.run_id));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn cancel_during_a_partitioned_cob_leaves_no_account_half_posted_and_a_rerun_completes_the_date_once(
+) {
+    let _guard = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    const BOOK: u64 = 4000;
+    // The reference: the same book, run clean.
+    env.fresh_book(BOOK, 42, date(DATE)).await.unwrap();
+    let before = accrued_through(&env).await;
+    let (r, _) = submit(&env, DATE, &fan_out(4)).await;
+    assert_eq!(follow(&env, &r.run_id).await.status, RunStatus::Success);
+    let reference = env.ledger().await.unwrap();
+
+    env.fresh_book(BOOK, 42, date(DATE)).await.unwrap();
+    let (r, _) = submit(&env, DATE, &fan_out(4)).await;
+    // Cancel once the partitions have written something, well before the end.
+    let store = env.runs();
+    loop {
+        let now = store.get(&r.run_id).await.unwrap().unwrap();
+        assert!(
+            !now.status.is_terminal(),
+            "ended before the cancel: {now:?}"
+        );
+        if now.items_processed() > 0 {
+            assert!(
+                now.items_processed() < BOOK / 2,
+                "too late to cancel: {now:?}"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let canceled = runs::cancel(&store, &env.sfn, &r.run_id, "it")
+        .await
+        .unwrap();
+    assert_eq!(canceled.status, RunStatus::Canceled);
+    assert_eq!(canceled.cause.as_ref().unwrap().error, "CanceledByOperator");
+    // Canceling again is a no-op, not an error.
+    runs::cancel(&store, &env.sfn, &r.run_id, "it")
+        .await
+        .unwrap();
+
+    // Let every partition still running reach its next page and stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = store.get(&r.run_id).await.unwrap().unwrap();
+        let stopped = now.units.len() as u32 == now.units_total;
+        let d = env
+            .sfn
+            .describe_execution()
+            .execution_arn(now.execution_arn.clone().unwrap());
+        let exec = d.send().await.unwrap();
+        if stopped || (exec.status().as_str() != "RUNNING" && std::time::Instant::now() > deadline)
+        {
+            assert_eq!(now.status, RunStatus::Canceled, "a cancel is final");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Every account is whole: all of its postings with its state moved, or
+    // none with its state as it was.
+    let ledger = env.ledger().await.unwrap();
+    let through = accrued_through(&env).await;
+    let mut per_account: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (acct, day) in reference.keys() {
+        per_account.entry(acct).or_default().insert(day);
+    }
+    let (mut whole, mut untouched) = (0, 0);
+    for (acct, days) in &per_account {
+        let have: BTreeSet<&str> = ledger
+            .keys()
+            .filter(|(a, _)| a == acct)
+            .map(|(_, d)| d.as_str())
+            .collect();
+        if have.is_empty() {
+            assert_eq!(
+                through[*acct], before[*acct],
+                "{acct}: state moved, no postings"
+            );
+            untouched += 1;
+        } else {
+            assert_eq!(&have, days, "{acct}: half of its postings");
+            assert_eq!(through[*acct].as_deref(), Some(DATE), "{acct}");
+            whole += 1;
+        }
+    }
+    assert!(
+        whole > 0 && untouched > 0,
+        "whole {whole}, untouched {untouched}"
+    );
+    assert!(ledger.keys().all(|k| reference.contains_key(k)));
+
+    // The date again: attempt 2, which completes it exactly once.
+    let (second, created) = submit(&env, DATE, &fan_out(4)).await;
+    assert!(created);
+    assert_eq!(second.run_id, "cob-2026-11-20-a2");
+    let done = follow(&env, &second.run_id).await;
+    assert_eq!(done.status, RunStatus::Success, "{done:?}");
+    assert_eq!(env.ledger().await.unwrap(), reference);
+    let first = store.get(&r.run_id).await.unwrap().unwrap();
+    assert_eq!(first.status, RunStatus::Canceled, "{first:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_sweeper_ends_runs_whose_executions_ended_outside_tally() {
+    let _guard = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    env.fresh_book(3000, 43, date(DATE)).await.unwrap();
+    let store = env.runs();
+
+    // 1. An execution aborted from outside (the console's "Stop execution").
+    let (r, _) = submit(&env, DATE, &fan_out(2)).await;
+    loop {
+        let now = store.get(&r.run_id).await.unwrap().unwrap();
+        if now.status == RunStatus::Executing {
+            break;
+        }
+        assert_eq!(now.status, RunStatus::Initiated);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.sfn
+        .stop_execution()
+        .execution_arn(r.execution_arn.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // 2. A run recorded an hour ago whose execution never started.
+    let stale_date = date("2026-11-10");
+    let (stale, _) = store
+        .submit(&|a| {
+            let mut s = RunRecord::new_cob(
+                stale_date,
+                a,
+                RunStatus::Initiated,
+                chrono::Utc::now() - chrono::Duration::hours(1),
+            );
+            s.execution_arn = runs::execution_arn(&env.stack.state_machine_arn, &s.run_id).ok();
+            s
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&r.run_id).await.unwrap().unwrap().status,
+        RunStatus::Executing,
+        "the record does not know yet"
+    );
+
+    let report = env
+        .invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let aborted = store.get(&r.run_id).await.unwrap().unwrap();
+    assert_eq!(aborted.status, RunStatus::Canceled, "{report}");
+    assert_eq!(aborted.cause.unwrap().error, "ExecutionAborted");
+    let never = store.get(&stale.run_id).await.unwrap().unwrap();
+    assert_eq!(never.status, RunStatus::Failure, "{report}");
+    assert_eq!(never.cause.unwrap().error, "ExecutionNotFound");
+    assert_eq!(report["fixed"].as_array().unwrap().len(), 2, "{report}");
+
+    // Swept again: nothing left to change.
+    let again = env
+        .invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(again["fixed"].as_array().unwrap().len(), 0, "{again}");
+    // Both dates can be submitted again.
+    let (next, created) = submit(&env, DATE, &fan_out(2)).await;
+    assert!(created, "{next:?}");
+    assert_eq!(follow(&env, &next.run_id).await.status, RunStatus::Success);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_deadline_check_alarms_for_a_missing_or_failed_run_and_is_quiet_for_a_successful_one() {
+    let _guard = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    env.fresh_book(50, 44, date(DATE)).await.unwrap();
+    let alarms = AlarmListener::new(&env, "deadline").await.unwrap();
+    // 06:00 in New York on 21 November (EST) is 11:00 UTC: the night of the 20th.
+    let check = |at: &str| {
+        serde_json::json!({
+            "jurisdiction": "US",
+            "time_zone": "America/New_York",
+            "deadline": "06:00",
+            "scheduled_time": at,
+        })
+    };
+    let at = "2026-11-21T11:00:00Z";
+
+    // No run at all.
+    let v = env.invoke("cob-deadline", &check(at)).await.unwrap();
+    assert_eq!(
+        (v["alarm"].as_bool(), v["business_date"].as_str()),
+        (Some(true), Some(DATE)),
+        "{v}"
+    );
+    let got = alarms.subjects(Duration::from_secs(3)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("2026-11-20") && got[0].contains("America/New_York"),
+        "{got:?}"
+    );
+
+    // A failed run.
+    let store = env.runs();
+    let (failed, _) = store
+        .submit(&|a| RunRecord::new_cob(date(DATE), a, RunStatus::Initiated, chrono::Utc::now()))
+        .await
+        .unwrap();
+    store
+        .transition(
+            &failed.run_id,
+            RunStatus::Failure,
+            chrono::Utc::now(),
+            &tally_aws::ports::Patch::default(),
+        )
+        .await
+        .unwrap();
+    let v = env.invoke("cob-deadline", &check(at)).await.unwrap();
+    assert_eq!(v["alarm"], true, "{v}");
+    assert_eq!(v["status"], "FAILURE", "{v}");
+    assert_eq!(
+        alarms.subjects(Duration::from_secs(3)).await.unwrap().len(),
+        1
+    );
+
+    // A successful run (attempt 2, through the state machine): quiet.
+    let (ok, created) = submit(&env, DATE, &fan_out(2)).await;
+    assert!(created);
+    assert_eq!(follow(&env, &ok.run_id).await.status, RunStatus::Success);
+    let v = env.invoke("cob-deadline", &check(at)).await.unwrap();
+    assert_eq!(
+        (v["alarm"].as_bool(), v["run_id"].as_str()),
+        (Some(false), Some(ok.run_id.as_str())),
+        "{v}"
+    );
+    // The same instant seen from Tokyo is about another night (the 21st): alarms.
+    let mut tokyo = check(at);
+    tokyo["time_zone"] = "Asia/Tokyo".into();
+    let v = env.invoke("cob-deadline", &tokyo).await.unwrap();
+    assert_eq!(
+        (v["alarm"].as_bool(), v["business_date"].as_str()),
+        (Some(true), Some("2026-11-21")),
+        "{v}"
+    );
+    let got = alarms.subjects(Duration::from_secs(3)).await.unwrap();
+    assert_eq!(got.len(), 1, "only Tokyo's alarm: {got:?}");
+    alarms.close().await.unwrap();
+}
