@@ -22,8 +22,15 @@ LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEF
 
 .PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
 
-## setup: Python venv (moto, cargo-lambda, SAM, pytest) and npm packages
-setup: $(TALLY_VENV)/.installed node_modules/.installed
+## setup: Python venv (moto, cargo-lambda, SAM, pytest), npm packages, Debian's Chromium (run report test)
+setup: $(TALLY_VENV)/.installed node_modules/.installed $(CHROMIUM)
+
+# Headless Chromium renders the run report in the integration tests.
+CHROMIUM ?= /usr/bin/chromium
+export TALLY_CHROMIUM := $(CHROMIUM)
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 $(TALLY_VENV)/.installed: localstack/requirements.txt
 	python3 -m venv $(TALLY_VENV)
@@ -111,7 +118,7 @@ test-integration: setup
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
 	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 \
-	  cargo test -p tally-integration-tests --test cob --test recon --test faults -- --ignored --test-threads=1
+	  cargo test -p tally-integration-tests --test cob --test runs --test recon --test faults -- --ignored --test-threads=1
 
 ## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
 faults: setup

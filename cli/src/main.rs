@@ -85,6 +85,12 @@ enum RunsAction {
     },
     /// Cancel a run: CANCELED, its execution stopped, partitions stop at their next page.
     Cancel { run_id: String },
+    /// Write the run report: one self-contained HTML page (timeline, partitions, totals).
+    Report {
+        run_id: String,
+        #[arg(long)]
+        html: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -439,6 +445,22 @@ async fn runs_command(stack: &Stack, action: RunsAction) -> Result<()> {
             } else {
                 print_record(&r);
             }
+            Ok(())
+        }
+        RunsAction::Report { run_id, html } => {
+            use tally_aws::ports::RunStore;
+            let Some(r) = store.get(&run_id).await? else {
+                bail!("no run {run_id}");
+            };
+            if r.kind != tally_domain::run::RunKind::Cob {
+                bail!(
+                    "run {run_id} is a {} run: only COB reports are written yet",
+                    r.kind.as_str()
+                );
+            }
+            std::fs::write(&html, tally_cli::report::cob_html(&r))
+                .with_context(|| format!("writing {}", html.display()))?;
+            eprintln!("wrote {}", html.display());
             Ok(())
         }
         RunsAction::Cancel { run_id } => {

@@ -61,6 +61,38 @@ pub struct AggregateOutput {
     pub event: serde_json::Value,
 }
 
+/// The run's metrics: its outcome as a count, its duration from the record's
+/// `started_at` (when known), and for a completed run its partitions,
+/// slowest partition, accounts and postings.
+pub fn metrics(
+    out: &AggregateOutput,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> tally_aws::emf::Metrics {
+    use tally_aws::emf::{names, Metrics};
+    let mut m = Metrics::new("cob-aggregate").property("run_id", out.run_id.as_str());
+    m = match out.outcome {
+        OutcomeName::Completed => m.count(names::RUNS_SUCCEEDED, 1),
+        OutcomeName::Failed => m.count(names::RUNS_FAILED, 1),
+        OutcomeName::Canceled => m.count(names::RUNS_CANCELED, 1),
+    };
+    if let Some(s) = started_at {
+        m = m.ms(
+            names::RUN_DURATION_MS,
+            (at - s).num_milliseconds().max(0) as u64,
+        );
+    }
+    if out.outcome == OutcomeName::Completed {
+        let n = |k: &str| out.event.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        m = m
+            .count(names::PARTITION_COUNT, n("partition_count"))
+            .ms(names::SLOWEST_PARTITION_MS, n("slowest_partition_ms"))
+            .count(names::ACCOUNTS_PROCESSED, n("accounts_processed"))
+            .count(names::POSTINGS_WRITTEN, n("postings_written"));
+    }
+    m
+}
+
 fn publish_error(e: StoreError) -> HandlerError {
     let name = if e.is_transient() {
         errors::TRANSIENT_PUBLISH_ERROR
@@ -357,6 +389,37 @@ mod tests {
         assert_eq!(r.status, RunStatus::Failure);
         let c = r.cause.unwrap();
         assert!(c.cause.contains("partitions failed"), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn the_metrics_line_carries_the_outcome_duration_and_totals() {
+        let p = MemoryPublisher::default();
+        let ev = event(include_str!("../../../events/cob-aggregate/completed.json"));
+        let out = aggregate_run(&p, &MemoryRuns::default(), ev, at())
+            .await
+            .unwrap();
+        let started = at() - chrono::Duration::milliseconds(90_500);
+        let line = metrics(&out, Some(started), at()).line(0);
+        let m = tally_aws::emf::parse_line(&line).unwrap();
+        assert_eq!(m["RunsSucceeded"], 1.0);
+        assert_eq!(m["RunDurationMs"], 90_500.0);
+        assert_eq!(
+            m["PartitionCount"].as_f64(),
+            out.event["partition_count"].as_f64()
+        );
+        assert_eq!(
+            m["AccountsProcessed"].as_f64(),
+            out.event["accounts_processed"].as_f64()
+        );
+        assert_eq!(m["run_id"], out.run_id.as_str());
+        let failed = AggregateOutput {
+            outcome: OutcomeName::Failed,
+            run_id: "r".into(),
+            event: serde_json::Value::Null,
+        };
+        let m = tally_aws::emf::parse_line(&metrics(&failed, None, at()).line(0)).unwrap();
+        assert_eq!(m["RunsFailed"], 1.0);
+        assert!(m.get("RunDurationMs").is_none() && m.get("PartitionCount").is_none());
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
+#![recursion_limit = "256"]
 use cob_coordinator::{plan, Config, CoordinatorEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tally_aws::{config, dynamo::DynamoBook, handler_error::HandlerError};
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,7 +24,10 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let event: CoordinatorEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("coordinator event: {e}")))?;
-            plan(book, runs, cfg, event, chrono::Utc::now()).await
+            let span = tracing::info_span!("run", run_id = event.execution_name);
+            plan(book, runs, cfg, event, chrono::Utc::now())
+                .instrument(span)
+                .await
         },
     ))
     .await

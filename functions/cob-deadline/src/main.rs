@@ -27,7 +27,17 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let event: DeadlineEvent = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("deadline event: {e}")))?;
-            check(runs, publisher, event, chrono::Utc::now()).await
+            let v = check(runs, publisher, event, chrono::Utc::now()).await?;
+            use tally_aws::emf::{names, Metrics};
+            let mut m = Metrics::new("cob-deadline")
+                .dimension("Jurisdiction", &v.jurisdiction)
+                .count(names::DEADLINE_MISSED, u64::from(v.alarm))
+                .property("business_date", v.business_date.to_string());
+            if let Some(id) = &v.run_id {
+                m = m.property("run_id", id.as_str());
+            }
+            m.emit();
+            Ok::<_, HandlerError>(v)
         },
     ))
     .await

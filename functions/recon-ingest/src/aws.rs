@@ -72,14 +72,26 @@ impl AwsIngest {
                 records,
                 resumed_from_record,
                 write_retries,
+                program_id,
+                file_date,
                 ..
-            } => tracing::info!(
-                key = %obj.key,
-                records,
-                resumed_from_record,
-                write_retries,
-                "ingest applied"
-            ),
+            } => {
+                tracing::info!(
+                    key = %obj.key,
+                    records,
+                    resumed_from_record,
+                    write_retries,
+                    "ingest applied"
+                );
+                use tally_aws::emf::{names, Metrics};
+                Metrics::new("recon-ingest")
+                    .count(names::RECORDS_INGESTED, records - resumed_from_record)
+                    .count(names::WRITE_RETRIES, *write_retries)
+                    .property("object_key", obj.key.as_str())
+                    .property("program_id", program_id.as_str())
+                    .property("file_date", file_date.to_string())
+                    .emit();
+            }
             IngestOutcome::Rejected { reason, .. } => {
                 tracing::warn!(key = %obj.key, line = reason.line, field = %reason.field, "file rejected")
             }

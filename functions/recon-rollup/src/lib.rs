@@ -77,6 +77,9 @@ pub struct RolledUp {
     pub exceptions: u64,
     pub report_key: String,
     pub alarmed: bool,
+    /// Transactions by status over all currencies (the metrics).
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn report_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
@@ -196,12 +199,24 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
         )
         .await?;
     }
+    let mut counts = std::collections::BTreeMap::new();
+    for c in &report.currencies {
+        for (k, v) in [
+            ("MATCHED", c.matched),
+            ("MISMATCHED", c.mismatched),
+            ("UNMATCHED_SETTLEMENT", c.unmatched_settlement),
+            ("UNMATCHED_INTERNAL", c.unmatched_internal),
+        ] {
+            *counts.entry(k.to_owned()).or_insert(0) += v;
+        }
+    }
     Ok(RolledUp {
         recon_id: recon.recon_id,
         status: report.status,
         exceptions,
         report_key: key,
         alarmed: alarm,
+        counts,
     })
 }
 

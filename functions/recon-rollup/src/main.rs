@@ -34,7 +34,18 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let input: RollupInput = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("rollup input: {e}")))?;
-            handle(state, blobs, bus, cfg, input).await
+            let out = handle(state, blobs, bus, cfg, input).await?;
+            if let Some(r) = &out {
+                use tally_aws::emf::{names, Metrics};
+                for (status, n) in &r.counts {
+                    Metrics::new("recon-rollup")
+                        .dimension("Status", status)
+                        .count(names::RECON_RECORDS, *n)
+                        .property("run_id", r.recon_id.as_str())
+                        .emit();
+                }
+            }
+            Ok::<_, HandlerError>(out)
         },
     ))
     .await

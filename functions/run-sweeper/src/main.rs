@@ -23,7 +23,20 @@ async fn main() -> Result<(), Error> {
     // The scheduled event's content is not used: every invocation sweeps.
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            sweep(runs, execs, cfg, chrono::Utc::now()).await
+            let report = sweep(runs, execs, cfg, chrono::Utc::now()).await?;
+            use tally_aws::emf::{names, Metrics};
+            Metrics::new("run-sweeper")
+                .count(names::RUNS_CORRECTED, report.fixed.len() as u64)
+                .property(
+                    "run_ids",
+                    report
+                        .fixed
+                        .iter()
+                        .map(|f| f.run_id.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .emit();
+            Ok::<_, tally_aws::handler_error::HandlerError>(report)
         },
     ))
     .await

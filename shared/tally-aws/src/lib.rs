@@ -6,6 +6,7 @@
 //! - [`ports`]: the narrow traits handlers take, with their contracts.
 //! - [`dynamo`]: the account book, ledger and fault switch in DynamoDB.
 //! - [`publish`]: EventBridge events and SNS alarms.
+//! - [`emf`]: metrics as CloudWatch Embedded Metric Format log lines.
 //! - [`recon`]: landed objects (S3), reconciliation records and checkpoints (DynamoDB).
 //! - [`memory`]: in-memory ports for handler tests.
 //! - [`error`]: SDK errors classified into transient or permanent.
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod dynamo;
+pub mod emf;
 pub mod error;
 pub mod handler_error;
 pub mod memory;

@@ -407,3 +407,67 @@ impl AlarmListener {
         Ok(())
     }
 }
+
+/// The JSON lines the local stack's functions printed (the lambda host's
+/// log), from `since` on: tracing lines (with `timestamp`) and EMF lines
+/// (with `_aws.Timestamp`).
+pub fn function_log_lines(since: chrono::DateTime<chrono::Utc>) -> Result<Vec<serde_json::Value>> {
+    let path = repo_root().join(".tally/local/lambda.log");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let since_ms = since.timestamp_millis();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|v| {
+            let t = v["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .map(|t| t.timestamp_millis())
+                .or_else(|| v["_aws"]["Timestamp"].as_i64());
+            t.is_some_and(|t| t >= since_ms)
+        })
+        .collect())
+}
+
+/// Renders a local HTML file in headless Chromium (Debian's, installed by
+/// `make setup`; `TALLY_CHROMIUM` overrides the path) and returns the DOM it
+/// built, and writes a screenshot beside the file (`.png`). No network: the
+/// background-networking flags keep Chromium from reaching out.
+pub fn render_in_chromium(html: &Path) -> Result<String> {
+    let chromium = std::env::var("TALLY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let profile = temp_file(&format!("chromium-{}", std::process::id()));
+    let url = format!("file://{}", html.canonicalize()?.display());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let run = |extra: &[String]| -> Result<std::process::Output> {
+        let out = std::process::Command::new(&chromium)
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .with_context(|| format!("running {chromium} (make setup installs it)"))?;
+        if !out.status.success() {
+            bail!("{chromium}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out)
+    };
+    let dom = String::from_utf8(run(&["--dump-dom".into()])?.stdout)?;
+    let png = html.with_extension("png");
+    run(&[
+        format!("--screenshot={}", png.display()),
+        "--window-size=1000,900".into(),
+    ])?;
+    if std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0) < 1000 {
+        bail!("no screenshot at {}", png.display());
+    }
+    Ok(dom)
+}

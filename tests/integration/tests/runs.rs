@@ -8,7 +8,9 @@ use tally_aws::dynamo::account_from_item;
 use tally_aws::ports::RunStore;
 use tally_cli::runs::{self, Options};
 use tally_domain::run::{RunRecord, RunStatus};
-use tally_integration_tests::{date, exclusive, AlarmListener, Env};
+use tally_integration_tests::{
+    date, exclusive, function_log_lines, render_in_chromium, temp_file, AlarmListener, Env,
+};
 
 const DATE: &str = "2026-11-20";
 
@@ -62,6 +64,7 @@ async fn a_submitted_run_goes_initiated_executing_success_and_a_second_submit_re
     let _guard = exclusive().await;
     let env = Env::connect().await.unwrap();
     env.fresh_book(300, 41, date(DATE)).await.unwrap();
+    let test_start = chrono::Utc::now();
 
     let (first, created) = submit(&env, DATE, &fan_out(2)).await;
     assert!(created);
@@ -86,7 +89,11 @@ async fn a_submitted_run_goes_initiated_executing_success_and_a_second_submit_re
     assert!(accounts > 250, "{accounts}");
     assert_eq!(postings as usize, env.ledger().await.unwrap().len());
     assert!(!done.totals.is_empty());
-    assert!(done.execution_arn.unwrap().ends_with(":cob-2026-11-20-a1"));
+    assert!(done
+        .execution_arn
+        .as_deref()
+        .unwrap()
+        .ends_with(":cob-2026-11-20-a1"));
 
     // After SUCCESS a submit still returns the same run: the date is done.
     let (after, created) = submit(&env, DATE, &fan_out(2)).await;
@@ -102,6 +109,114 @@ async fn a_submitted_run_goes_initiated_executing_success_and_a_second_submit_re
         .await
         .unwrap();
     assert!(listed.iter().any(|r| r.run_id == first.run_id));
+
+    // What the functions printed: EMF lines with this run's figures, and
+    // every log line of the COB functions carrying a run id.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = function_log_lines(test_start).unwrap();
+    let emf: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("_aws").is_some() && l["run_id"] == first.run_id.as_str())
+        .map(|l| tally_aws::emf::parse_line(&l.to_string()).unwrap())
+        .collect();
+    let of = |f: &str| {
+        emf.iter()
+            .filter(|m| m["Function"] == f)
+            .collect::<Vec<_>>()
+    };
+    let parts = of("cob-partition");
+    assert_eq!(parts.len(), 2, "{emf:?}");
+    let emf_accounts: f64 = parts
+        .iter()
+        .map(|m| m["AccountsProcessed"].as_f64().unwrap())
+        .sum();
+    assert_eq!(emf_accounts, accounts as f64);
+    let emf_postings: f64 = parts
+        .iter()
+        .map(|m| m["PostingsWritten"].as_f64().unwrap())
+        .sum();
+    assert_eq!(emf_postings, postings as f64);
+    let agg = of("cob-aggregate");
+    assert_eq!(agg.len(), 1, "{emf:?}");
+    assert_eq!(agg[0]["RunsSucceeded"], 1.0);
+    assert_eq!(agg[0]["PartitionCount"], 2.0);
+    assert_eq!(agg[0]["AccountsProcessed"].as_f64(), Some(accounts as f64));
+    let slowest = parts
+        .iter()
+        .map(|m| m["PartitionDurationMs"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(agg[0]["SlowestPartitionMs"].as_f64(), Some(slowest));
+    assert!(agg[0]["RunDurationMs"].as_f64().unwrap() >= slowest);
+    let cob_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("cob_")))
+        .collect();
+    assert!(cob_lines.len() >= 4, "{cob_lines:?}");
+    for l in &cob_lines {
+        let id = l["span"]["run_id"]
+            .as_str()
+            .or_else(|| l["fields"]["run_id"].as_str());
+        assert!(
+            id.is_some_and(|id| !id.is_empty()),
+            "a log line without a run id: {l}"
+        );
+    }
+    assert!(cob_lines
+        .iter()
+        .any(|l| l["span"]["run_id"] == first.run_id.as_str()));
+
+    // The run report, rendered by Chromium: the figures are on the page.
+    let html = temp_file("cob-report.html");
+    std::fs::write(&html, tally_cli::report::cob_html(&done)).unwrap();
+    let dom = render_in_chromium(&html).unwrap();
+    let text = strip_tags(&dom);
+    for want in [
+        format!("COB run {}", first.run_id),
+        "SUCCESS".into(),
+        "Partitions2 of 2".into(),
+        format!(
+            "Accounts processed{}",
+            tally_domain::run::group_thousands(accounts)
+        ),
+        format!(
+            "Postings written{}",
+            tally_domain::run::group_thousands(postings)
+        ),
+    ] {
+        assert!(text.contains(&want), "{want:?} not on the page: {text}");
+    }
+    for t in &done.totals {
+        assert!(
+            text.contains(&format!("{}{}", t.currency, t.amount)),
+            "{t:?}: {text}"
+        );
+    }
+    assert_eq!(
+        dom.matches("<rect").count(),
+        2,
+        "one timeline bar a partition"
+    );
+}
+
+/// The text of a DOM as a reader sees it, run together: tags, and the
+/// style sheet, removed.
+fn strip_tags(dom: &str) -> String {
+    let without_style = match (dom.find("<style"), dom.find("</style>")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &dom[..a], &dom[b + 8..]),
+        _ => dom.to_owned(),
+    };
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in without_style.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            '\n' => {}
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&")
 }
 
 #[tokio::test]
