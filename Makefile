@@ -20,7 +20,7 @@ DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local
+.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local ingest-static
 
 ## setup: Python venv (moto, cargo-lambda, SAM, pytest), npm packages, Debian's Chromium (run report test)
 setup: $(TALLY_VENV)/.installed node_modules/.installed $(CHROMIUM)
@@ -128,6 +128,14 @@ faults: setup
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
 	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 TALLY_RUN_WAIT_SECS=1800 \
 	  cargo run -p tally-integration-tests --bin faults
+
+## ingest-static: the container's binary without Docker: the Dockerfile's build step for x86_64 musl (static)
+ingest-static:
+	rustup target add x86_64-unknown-linux-musl
+	command -v musl-gcc >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q musl-tools
+	CARGO_TARGET_DIR=$(HOME)/.cache/tally/musl-target CARGO_PROFILE_RELEASE_STRIP=symbols \
+	  cargo build --release --locked -p recon-ingest --bin recon-ingest-task --target x86_64-unknown-linux-musl
+	file $(HOME)/.cache/tally/musl-target/x86_64-unknown-linux-musl/release/recon-ingest-task
 
 ## bench: the kernel on one core (criterion) and the local end-to-end figures
 bench: bench-kernel bench-ingest bench-local

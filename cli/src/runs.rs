@@ -230,8 +230,12 @@ pub async fn submit(
         input["fault"] = f;
     }
     let now = chrono::Utc::now();
+    // The attempt, and a random suffix: execution names must stay unique
+    // for 90 days even if the runs table were ever restored or emptied.
+    let suffix = rand_suffix();
     let make = |attempt: u32| {
         let mut r = RunRecord::new_cob(date, attempt, Status::Initiated, now);
+        r.run_id = format!("{}-{suffix:04x}", r.run_id);
         r.input = input.clone();
         r.execution_arn = execution_arn(state_machine_arn, &r.run_id).ok();
         r
@@ -249,7 +253,32 @@ pub async fn submit(
             Ok(_) => {}
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_execution_already_exists()) => {}
+                    .is_some_and(|s| s.is_execution_already_exists()) =>
+            {
+                // A repeated submit of a run whose execution is already
+                // running with this input is fine; anything else is a
+                // collision with another execution, never to be ignored.
+                let arn = execution_arn(state_machine_arn, &record.run_id)?;
+                let d = sfn
+                    .describe_execution()
+                    .execution_arn(&arn)
+                    .send()
+                    .await
+                    .context("DescribeExecution")?;
+                let same_input = d
+                    .input()
+                    .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+                    .is_some_and(|i| i == record.input);
+                if !same_input || d.status().as_str() != "RUNNING" {
+                    bail!(
+                        "run {} is INITIATED but an execution of that name already exists ({}{}): \
+                         the sweeper will end the run; submit the date again after that",
+                        record.run_id,
+                        d.status().as_str(),
+                        if same_input { "" } else { ", another input" }
+                    );
+                }
+            }
             Err(e) => return Err(anyhow::Error::new(e).context("StartExecution")),
         }
     }
