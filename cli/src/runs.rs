@@ -298,6 +298,15 @@ pub async fn cancel(
     let Some(r) = store.get(run_id).await? else {
         bail!("no run {run_id}");
     };
+    // Every partition has posted: the work is done and the aggregate is
+    // about to end the run. A cancel now would only hide a complete run.
+    if r.status == Status::Executing
+        && r.units_total > 0
+        && r.units.len() as u32 == r.units_total
+        && r.units.values().all(|u| u.outcome == "SUCCEEDED")
+    {
+        bail!("run {run_id} has posted every partition and is finishing: not canceled");
+    }
     let patch = Patch {
         cause: Some(tally_aws::runs::cause(
             "CanceledByOperator",

@@ -78,7 +78,8 @@ pub fn record_item(r: &RunRecord) -> Item {
 pub fn record_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     let mut v = from_av(&AttributeValue::M(item.clone())).map_err(StoreError::Permanent)?;
     if let Some(s) = v.get("input").and_then(|i| i.as_str()) {
-        v["input"] = serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
+        v["input"] = serde_json::from_str(s)
+            .map_err(|e| StoreError::Permanent(format!("run record input: {e}")))?;
     }
     serde_json::from_value(v).map_err(|e| StoreError::Permanent(format!("run record: {e}")))
 }
@@ -87,8 +88,10 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+/// Timestamps as the records store them (fixed milliseconds, `Z`), so that
+/// the `created_at` range key compares as text in time order.
 fn ts(t: DateTime<Utc>) -> AttributeValue {
-    s(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    s(tally_domain::run::fixed_ts(t))
 }
 
 fn claim_id(business_key: &str) -> String {
@@ -166,18 +169,35 @@ impl DynamoRuns {
         match out {
             Ok(_) => Ok(true),
             Err(e) => {
-                let conditional = e
+                let reasons: Vec<String> = e
                     .as_service_error()
                     .and_then(|se| match se {
                         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
                         _ => None,
                     })
-                    .is_some_and(|c| {
+                    .map(|c| {
                         c.cancellation_reasons()
                             .iter()
-                            .any(|r| r.code() == Some("ConditionalCheckFailed"))
-                    });
-                if conditional {
+                            .filter_map(|r| r.code().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let lost = |code: &str| {
+                    matches!(
+                        code,
+                        "ConditionalCheckFailed"
+                            | "TransactionConflict"
+                            | "ThrottlingError"
+                            | "ProvisionedThroughputExceeded"
+                    )
+                };
+                if reasons.iter().any(|c| lost(c)) {
+                    // Another writer won (or is writing) the claim, or the
+                    // table is busy: the caller re-reads and tries again.
+                    if !reasons.iter().any(|c| c == "ConditionalCheckFailed") {
+                        let ms = 20 + rand::random::<u64>() % 180;
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
                     Ok(false)
                 } else {
                     Err(classify("TransactWriteItems(run)", e))
@@ -202,6 +222,7 @@ impl DynamoRuns {
         &self,
         status: RunStatus,
         created_before: Option<DateTime<Utc>>,
+        kind: Option<RunKind>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut q = self
@@ -212,6 +233,12 @@ impl DynamoRuns {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":s", s(status.as_str()))
             .scan_index_forward(false);
+        if let Some(k) = kind {
+            q = q
+                .filter_expression("#k = :k")
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_values(":k", s(k.as_str()));
+        }
         q = match created_before {
             Some(t) => q
                 .key_condition_expression("#s = :s AND created_at < :t")
@@ -454,11 +481,7 @@ impl RunStore for DynamoRuns {
         };
         let mut out = Vec::new();
         for st in statuses {
-            let mut rs = self
-                .query_status(st, created_before, limit.saturating_mul(4))
-                .await?;
-            rs.retain(|r| kind.is_none_or(|k| r.kind == k));
-            out.extend(rs);
+            out.extend(self.query_status(st, created_before, kind, limit).await?);
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         out.truncate(limit as usize);

@@ -166,6 +166,8 @@ pub struct RunRecord {
     pub business_date: NaiveDate,
     pub attempt: u32,
     pub status: RunStatus,
+    /// The `by_status` index's range key: stored in [`fixed_ts`] form.
+    #[serde(with = "fixed_ts_serde")]
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +183,8 @@ pub struct RunRecord {
     #[serde(default)]
     pub units_total: u32,
     /// Ended units by name (`p0`, `p1`, …).
+    /// Always stored, even empty: the store updates `units.<name>` and
+    /// `progress.<name>`, which need the map to exist.
     #[serde(default)]
     pub units: BTreeMap<String, UnitRecord>,
     /// Items processed so far by units still running, by unit name.
@@ -247,6 +251,26 @@ impl RunRecord {
             .iter()
             .max_by_key(|(_, u)| u.duration_ms)
             .map(|(k, u)| (k.as_str(), u))
+    }
+}
+
+/// A timestamp as text that sorts in time order: RFC 3339, UTC, always
+/// three fraction digits (`2026-11-21T01:00:00.000Z`).
+pub fn fixed_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+mod fixed_ts_serde {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fixed_ts(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -423,6 +447,18 @@ mod tests {
             progress_line(&r, 10),
             "[#####-----] 2/4 partitions · 2,550 accounts · EXECUTING"
         );
+    }
+
+    #[test]
+    fn created_at_is_stored_as_text_that_sorts_in_time_order() {
+        let at = |s: &str| RunRecord::new_cob("2026-11-20".parse().unwrap(), 1, Initiated, t(s));
+        let a = serde_json::to_value(at("2026-11-21T01:00:00Z")).unwrap();
+        let b = serde_json::to_value(at("2026-11-21T01:00:00.5Z")).unwrap();
+        assert_eq!(a["created_at"], "2026-11-21T01:00:00.000Z");
+        assert_eq!(b["created_at"], "2026-11-21T01:00:00.500Z");
+        assert!(a["created_at"].as_str() < b["created_at"].as_str());
+        let back: RunRecord = serde_json::from_value(b).unwrap();
+        assert_eq!(back.created_at, t("2026-11-21T01:00:00.5Z"));
     }
 
     #[test]

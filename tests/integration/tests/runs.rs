@@ -116,13 +116,31 @@ async fn a_submitted_run_goes_initiated_executing_success_and_a_second_submit_re
 
     // What the functions printed: EMF lines with this run's figures, and
     // every log line of the COB functions carrying a run id.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let lines = function_log_lines(test_start).unwrap();
-    let emf: Vec<_> = lines
-        .iter()
-        .filter(|l| l.get("_aws").is_some() && l["run_id"] == first.run_id.as_str())
-        .map(|l| tally_aws::emf::parse_line(&l.to_string()).unwrap())
-        .collect();
+    // The local lambda host (cargo lambda watch) relays the functions'
+    // output to its log, at times late: a run's lines were seen to arrive
+    // only when another function was invoked. Wait up to 60 s for the three
+    // lines of this run, invoking the sweeper (a no-op here) every few
+    // seconds to move the relay along.
+    let wait_until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut polls = 0u32;
+    let (lines, emf) = loop {
+        polls += 1;
+        if polls.is_multiple_of(6) {
+            env.invoke("run-sweeper", &serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        let lines = function_log_lines(test_start).unwrap();
+        let emf: Vec<_> = lines
+            .iter()
+            .filter(|l| l.get("_aws").is_some() && l["run_id"] == first.run_id.as_str())
+            .map(|l| tally_aws::emf::parse_line(&l.to_string()).unwrap())
+            .collect();
+        if emf.len() >= 3 || std::time::Instant::now() > wait_until {
+            break (lines, emf);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let of = |f: &str| {
         emf.iter()
             .filter(|m| m["Function"] == f)
