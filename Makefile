@@ -17,7 +17,15 @@ DEMO_RECORDS ?= 50000
 DEMO_RECON := .tally/demo-recon/$(DEMO_PROGRAM)-$(DEMO_DATE)
 
 # The local stack's endpoint and throwaway credentials (moto accepts any).
-LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+# GATEWAY_PORT and the other ports can be moved, to run a second stack from
+# another clone (each clone keeps its stack's state in its own .tally/).
+GATEWAY_PORT ?= 4566
+MOTO_PORT ?= 4575
+FAULT_PROXY_PORT ?= 4576
+LAMBDA_PORT ?= 9000
+PORTS := --gateway-port $(GATEWAY_PORT) --moto-port $(MOTO_PORT) --fault-proxy-port $(FAULT_PROXY_PORT) \
+         --lambda-port $(LAMBDA_PORT)
+LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(GATEWAY_PORT) AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
 .PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local ingest-static
@@ -148,12 +156,25 @@ bench-kernel:
 bench-ingest:
 	cargo run --release -p recon-ingest --bin bench-ingest -- 100 1000
 
+## bench-local: the load of issue 5 on a fresh local stack: a COB of BENCH_ACCOUNTS, then (on a second fresh
+## stack, so the emulator holds one load at a time) a reconciliation of BENCH_RECORDS. It stops any stack of this clone.
+BENCH_ACCOUNTS ?= 1000000
+BENCH_RECORDS ?= 1000000
+# The emulator writes about 30 times slower than DynamoDB, so the bench cuts the
+# book finer than the default 10 partitions: 90 partitions of ~11,000 accounts
+# each stay well inside a partition's 900 s timeout at the local rate.
+BENCH_PARTITIONS ?= 90
 bench-local: setup build
-	$(PY) localstack/tally_local.py up --no-reload
-	$(LOCAL_ENV) TALLY_RUN_WAIT_SECS=3600 cargo run --release -p tally-integration-tests --bin bench-cob
-	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-recon
+	$(PY) localstack/tally_local.py down $(PORTS)
+	$(PY) localstack/tally_local.py up --no-reload $(PORTS) --parameter-overrides CobPartitionCount=$(BENCH_PARTITIONS)
+	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
+	  $(LOCAL_ENV) BENCH_ACCOUNTS=$(BENCH_ACCOUNTS) TALLY_RUN_WAIT_SECS=14400 \
+	  cargo run --release -p tally-integration-tests --bin bench-cob
+	$(MAKE) bench-recon
 
-## bench-recon: the reconciliation of 100,000 records end to end on the local stack, and its ratio to the raw write rate
+## bench-recon: a reconciliation of BENCH_RECORDS end to end on a fresh local stack, and its ratio to the raw write rate
 bench-recon: setup build
-	$(PY) localstack/tally_local.py up --no-reload
-	$(LOCAL_ENV) cargo run --release -p tally-integration-tests --bin bench-recon
+	$(PY) localstack/tally_local.py down $(PORTS)
+	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
+	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
+	  $(LOCAL_ENV) BENCH_RECORDS=$(BENCH_RECORDS) cargo run --release -p tally-integration-tests --bin bench-recon
