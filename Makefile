@@ -121,7 +121,7 @@ test-fuzz: $(CARGO_FUZZ)
 # Every AWS call passes the test-only fault proxy (tests/fault-proxy), idle
 # until a test sets a fault plan on it.
 test-integration: setup
-	cargo build --bins $(FUNCTIONS) -p fault-proxy
+	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \
@@ -130,7 +130,7 @@ test-integration: setup
 
 ## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
 faults: setup
-	cargo build --bins $(FUNCTIONS) -p fault-proxy
+	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down' EXIT; \

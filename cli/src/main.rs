@@ -384,11 +384,21 @@ fn print_record(r: &tally_domain::run::RunRecord) {
         t(r.ended_at)
     );
     eprintln!("  {}", tally_domain::run::progress_line(r, 30));
+    let items = match r.kind {
+        tally_domain::run::RunKind::Cob => "accounts",
+        tally_domain::run::RunKind::Recon => "records",
+    };
     for (name, u) in &r.units {
         eprintln!(
-            "  {name:>4} {:<9} {:>9} accounts {:>9} postings {:>8} ms",
+            "  {name:>4} {:<9} {:>9} {items} {:>9} postings {:>8} ms",
             u.outcome, u.items, u.postings, u.duration_ms
         );
+    }
+    for (name, n) in &r.counts {
+        eprintln!("  {name:<22} {n}");
+    }
+    if let Some(k) = &r.report_key {
+        eprintln!("  report: {k}");
     }
     if let Some(c) = &r.cause {
         eprintln!("  cause: {} {}", c.error, c.cause);
@@ -398,7 +408,7 @@ fn print_record(r: &tally_domain::run::RunRecord) {
     }
 }
 
-async fn runs_command(stack: &Stack, action: RunsAction) -> Result<()> {
+async fn runs_command(stack: &Stack, stack_file: &Path, action: RunsAction) -> Result<()> {
     let store = run_store(stack).await;
     match action {
         RunsAction::List {
@@ -452,14 +462,31 @@ async fn runs_command(stack: &Stack, action: RunsAction) -> Result<()> {
             let Some(r) = store.get(&run_id).await? else {
                 bail!("no run {run_id}");
             };
-            if r.kind != tally_domain::run::RunKind::Cob {
-                bail!(
-                    "run {run_id} is a {} run: only COB reports are written yet",
-                    r.kind.as_str()
-                );
-            }
-            std::fs::write(&html, tally_cli::report::cob_html(&r))
-                .with_context(|| format!("writing {}", html.display()))?;
+            let page = match r.kind {
+                tally_domain::run::RunKind::Cob => tally_cli::report::cob_html(&r),
+                tally_domain::run::RunKind::Recon => {
+                    // The stored report, when the run reconciled.
+                    let report = match &r.report_key {
+                        Some(key) => {
+                            let recon = tally_cli::recon::Recon::connect(
+                                tally_cli::stack::ReconStack::load(stack_file)?,
+                            )
+                            .await;
+                            let json = recon
+                                .object_text(key)
+                                .await?
+                                .with_context(|| format!("run {run_id}: no report at {key}"))?;
+                            Some(
+                                serde_json::from_str::<tally_domain::recon::rollup::Report>(&json)
+                                    .with_context(|| format!("the report at {key}"))?,
+                            )
+                        }
+                        None => None,
+                    };
+                    tally_cli::report::recon_html(&r, report.as_ref())
+                }
+            };
+            std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
             eprintln!("wrote {}", html.display());
             Ok(())
         }
@@ -529,19 +556,49 @@ async fn recon_command(stack_file: &Path, action: ReconAction) -> Result<()> {
             let recon = connect().await?;
             let report = if wait {
                 let mut last = String::new();
-                recon
-                    .wait_report(
-                        &day.program,
-                        day.date,
-                        Duration::from_secs(timeout_secs),
-                        |s| {
-                            if s != last {
-                                eprintln!("{} {}: {s}", day.program, day.date);
-                                last = s.to_owned();
-                            }
-                        },
-                    )
-                    .await?
+                let waiting = recon.wait_report(
+                    &day.program,
+                    day.date,
+                    Duration::from_secs(timeout_secs),
+                    |s| {
+                        if s != last {
+                            eprintln!("{} {}: {s}", day.program, day.date);
+                            last = s.to_owned();
+                        }
+                    },
+                );
+                // The live progress bar, from the day's run record.
+                let store = run_store(&Stack::load(stack_file)?).await;
+                let key = tally_domain::run::recon_key(&day.program, day.date);
+                let bar = async {
+                    use tally_aws::ports::RunStore;
+                    let (started, mut draw) = (std::time::Instant::now(), progress_printer());
+                    loop {
+                        if let Ok(Some(r)) = store.current(&key).await {
+                            draw(&r, started.elapsed());
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                };
+                let report = tokio::select! {
+                    r = waiting => r?,
+                    never = bar => never,
+                };
+                eprintln!();
+                // The report is written just before the run is ended: give
+                // the record a moment (bounded) to say how it ended.
+                let mut last = None;
+                for _ in 0..60 {
+                    last = tally_aws::ports::RunStore::current(&store, &key).await?;
+                    if last.as_ref().is_none_or(|r| r.status.is_terminal()) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if let Some(r) = &last {
+                    print_record(r);
+                }
+                report
             } else {
                 recon
                     .report(&day.program, day.date)
@@ -649,7 +706,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Recon { action } => recon_command(&cli.stack_file, action).await,
-        Command::Runs { action } => runs_command(&stack()?, action).await,
+        Command::Runs { action } => runs_command(&stack()?, &cli.stack_file, action).await,
         Command::Ledger {
             action: LedgerAction::Export { date },
         } => {

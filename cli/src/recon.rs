@@ -74,12 +74,17 @@ impl Recon {
 
     /// The stored report JSON, if the program and date has been reconciled.
     pub async fn report(&self, program: &str, date: NaiveDate) -> Result<Option<String>> {
-        let key = format!("reports/{program}/{date}/report.json");
+        self.object_text(&format!("reports/{program}/{date}/report.json"))
+            .await
+    }
+
+    /// A text object of the landing bucket (a report), if it exists.
+    pub async fn object_text(&self, key: &str) -> Result<Option<String>> {
         match self
             .s3
             .get_object()
             .bucket(&self.stack.landing_bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
         {

@@ -4,6 +4,11 @@
 //! For a COB: the run's status, timings and cause; a timeline of its
 //! partitions (start, end, accounts), drawn to scale; the partition table;
 //! the posted totals per currency.
+//!
+//! For a reconciliation: the run's status, timings and cause; the records
+//! of each side; a timeline of its shards; the breaks by status and
+//! currency; the exceptions table (the first [`EXCEPTIONS_SHOWN_MAX`], the
+//! rest in the exceptions CSV beside the report).
 
 use tally_domain::run::{group_thousands, RunRecord, RunStatus, UnitRecord};
 
@@ -54,13 +59,21 @@ fn unit_colour(u: &UnitRecord) -> &'static str {
 }
 
 /// The partitions drawn to scale from the earliest start to the latest end.
-fn timeline(r: &RunRecord) -> String {
-    let units: Vec<(&String, &UnitRecord)> = r.units.iter().collect();
+/// Unit names in natural order (`s2` before `s10`).
+fn natural(name: &str) -> (&str, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, n) = name.split_at(name.len() - digits);
+    (stem, n.parse().unwrap_or(0))
+}
+
+fn timeline(r: &RunRecord, items: &str) -> String {
+    let mut units: Vec<(&String, &UnitRecord)> = r.units.iter().collect();
+    units.sort_by_key(|(n, _)| natural(n));
     let (Some(t0), Some(t1)) = (
         units.iter().map(|(_, u)| u.started_at).min(),
         units.iter().map(|(_, u)| u.ended_at).max(),
     ) else {
-        return "<p class=\"muted\">No partition has reported yet.</p>".into();
+        return "<p class=\"muted\">No unit has reported yet.</p>".into();
     };
     let span_ms = (t1 - t0).num_milliseconds().max(1) as f64;
     let (label_w, bar_w, row_h) = (70.0, 640.0, 26.0);
@@ -79,7 +92,7 @@ fn timeline(r: &RunRecord) -> String {
             "<text x=\"0\" y=\"{:.1}\">{}</text>\
              <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"{}\">\
              <title>{} {} → {}</title></rect>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{} accounts · {}</text>",
+             <text x=\"{:.1}\" y=\"{:.1}\">{} {items} · {}</text>",
             y + 14.0,
             esc(name),
             row_h - 8.0,
@@ -158,7 +171,7 @@ pub fn cob_html(r: &RunRecord) -> String {
         group_thousands(postings),
     ));
     h.push_str("<h2>Partition timeline</h2>");
-    h.push_str(&timeline(r));
+    h.push_str(&timeline(r, "accounts"));
     h.push_str(
         "<h2>Partitions</h2><table id=\"partitions\"><tr><th>Partition</th><th>Outcome</th>\
          <th>Start</th><th>End</th><th class=\"num\">Duration</th><th class=\"num\">Accounts</th>\
@@ -201,6 +214,136 @@ pub fn cob_html(r: &RunRecord) -> String {
             ));
         }
         h.push_str("</table>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Exception rows a reconciliation page shows; the CSV has them all.
+pub const EXCEPTIONS_SHOWN_MAX: usize = 1_000;
+
+fn head(h: &mut String, r: &RunRecord, what: &str) {
+    h.push_str(&format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Tally {what} {id}</title><style>{STYLE}</style></head><body>\
+         <h1>{what} run <code>{id}</code> <span class=\"badge {st}\" id=\"status\">{st}</span></h1>\
+         <div class=\"muted\">business date {date} · attempt {attempt} · key {key}</div>",
+        id = esc(&r.run_id),
+        st = r.status.as_str(),
+        date = r.business_date,
+        attempt = r.attempt,
+        key = esc(&r.business_key),
+    ));
+    if let Some(c) = &r.cause {
+        h.push_str(&format!(
+            "<div class=\"cause\" id=\"cause\"><b>{}</b> {}</div>",
+            esc(&c.error),
+            esc(&c.cause)
+        ));
+    }
+}
+
+fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The report of a reconciliation run; `report` is its stored report, when
+/// the run got that far.
+pub fn recon_html(r: &RunRecord, report: Option<&tally_domain::recon::rollup::Report>) -> String {
+    let mut h = String::new();
+    head(&mut h, r, "Reconciliation");
+    let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".into(), ts);
+    let duration = match (r.started_at, r.ended_at) {
+        (Some(s), Some(e)) => secs((e - s).num_milliseconds().max(0) as u64),
+        _ => "-".into(),
+    };
+    let side = |s: &str| group_thousands(r.progress.get(s).copied().unwrap_or(0));
+    h.push_str(&format!(
+        "<h2>Summary</h2><table id=\"summary\">\
+         <tr><th>Created</th><td>{}</td></tr>\
+         <tr><th>Started</th><td>{}</td></tr>\
+         <tr><th>Ended</th><td>{}</td></tr>\
+         <tr><th>Duration</th><td>{duration}</td></tr>\
+         <tr><th>Settlement records in</th><td class=\"num\">{}</td></tr>\
+         <tr><th>Internal records in</th><td class=\"num\">{}</td></tr>\
+         <tr><th>Shards matched</th><td>{} of {}</td></tr>\
+         <tr><th>Executions</th><td>{}</td></tr>\
+         <tr><th>Report</th><td>{}</td></tr></table>",
+        ts(r.created_at),
+        opt(r.started_at),
+        opt(r.ended_at),
+        side("settlement"),
+        side("internal"),
+        r.units_done(),
+        r.units_total,
+        r.executions.len(),
+        r.report_key.as_deref().map_or("-".into(), esc),
+    ));
+    h.push_str("<h2>Shard timeline</h2>");
+    h.push_str(&timeline(r, "records"));
+    let Some(rep) = report else {
+        h.push_str("<h2>Breaks</h2><p class=\"muted\" id=\"breaks\">No report: the run did not reconcile.</p></body></html>\n");
+        return h;
+    };
+    h.push_str(&format!(
+        "<h2>Breaks by status and currency</h2>\
+         <p>Report <b id=\"report-status\">{}</b> · control totals <b id=\"control\">{}</b></p>\
+         <table id=\"breaks\"><tr><th>Currency</th><th class=\"num\">Matched</th>\
+         <th class=\"num\">Mismatched</th><th class=\"num\">Unmatched settlement</th>\
+         <th class=\"num\">Unmatched internal</th><th class=\"num\">Internal net</th>\
+         <th class=\"num\">Settlement net</th><th class=\"num\">Difference</th></tr>",
+        json_name(&rep.status),
+        if rep.control_totals_agree {
+            "agree"
+        } else {
+            "DO NOT AGREE"
+        },
+    ));
+    for c in &rep.currencies {
+        h.push_str(&format!(
+            "<tr data-currency=\"{cur}\"><td>{cur}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            group_thousands(c.matched),
+            group_thousands(c.mismatched),
+            group_thousands(c.unmatched_settlement),
+            group_thousands(c.unmatched_internal),
+            c.internal_net,
+            c.settlement_net,
+            c.difference,
+            cur = esc(c.currency.code()),
+        ));
+    }
+    let n = rep.exceptions.len();
+    h.push_str(&format!(
+        "</table><h2>Exceptions ({})</h2><table id=\"exceptions\"><tr><th>Transaction</th>\
+         <th>Status</th><th>Fields</th><th>Currency</th><th class=\"num\">Internal</th>\
+         <th class=\"num\">Settlement</th></tr>",
+        group_thousands(n as u64)
+    ));
+    let amount = |a: Option<rust_decimal::Decimal>| a.map_or("-".into(), |a| a.to_string());
+    for e in rep.exceptions.iter().take(EXCEPTIONS_SHOWN_MAX) {
+        let fields: Vec<String> = e.fields.iter().map(json_name).collect();
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td></tr>",
+            esc(&e.transaction_id),
+            esc(&json_name(&e.status)),
+            esc(&fields.join(", ")),
+            esc(e.currency.code()),
+            amount(e.internal_amount),
+            amount(e.settlement_amount),
+        ));
+    }
+    h.push_str("</table>");
+    if n > EXCEPTIONS_SHOWN_MAX {
+        h.push_str(&format!(
+            "<p class=\"muted\" id=\"more\">{} more in the exceptions CSV beside the report.</p>",
+            group_thousands((n - EXCEPTIONS_SHOWN_MAX) as u64)
+        ));
     }
     h.push_str("</body></html>\n");
     h
@@ -283,5 +426,55 @@ mod tests {
         let h = cob_html(&r);
         assert!(!h.contains("<script>"));
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && h.contains("a &amp; b"));
+    }
+
+    #[test]
+    fn a_reconciliation_page_shows_its_breaks_by_status_and_currency_and_its_exceptions() {
+        use tally_domain::recon::sample::{expected_report, SampleSpec};
+        let spec = SampleSpec::new("ACME", "2026-11-20".parse().unwrap(), 3_000, 7);
+        let rep = expected_report(&spec);
+        // A run id with markup in it (names are validated upstream; the page
+        // must not rely on that).
+        let mut r = RunRecord::new_recon("ACME<&>", spec.file_date, 1, t("2026-11-21T01:00:00Z"));
+        r.status = RunStatus::Success;
+        r.units_total = 1;
+        r.progress.insert("settlement".into(), 3_000);
+        r.units.insert(
+            "s0".into(),
+            UnitRecord {
+                started_at: t("2026-11-21T01:00:05Z"),
+                ended_at: t("2026-11-21T01:00:07Z"),
+                items: 5_990,
+                postings: 0,
+                duration_ms: 2_000,
+                outcome: "SUCCEEDED".into(),
+            },
+        );
+        let h = recon_html(&r, Some(&rep));
+        assert!(
+            h.contains("recon-ACME&lt;&amp;&gt;-2026-11-20-a1"),
+            "program escaped"
+        );
+        assert!(!h.contains("ACME<&>"));
+        assert!(h.contains("5,990 records · 2.0 s"));
+        assert_eq!(natural("s10"), ("s", 10));
+        assert!(natural("s2") < natural("s10") && natural("p9") < natural("s0"));
+        for c in &rep.currencies {
+            let row = format!(
+                "<tr data-currency=\"{cur}\"><td>{cur}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+                group_thousands(c.matched),
+                group_thousands(c.mismatched),
+                cur = c.currency.code()
+            );
+            assert!(h.contains(&row), "missing {row}");
+        }
+        assert!(!rep.exceptions.is_empty(), "the sample injects breaks");
+        let rows = h.matches("<tr><td>").count(); // exception rows (the others start <tr><th> or <tr data-)
+        assert_eq!(rows, rep.exceptions.len().min(EXCEPTIONS_SHOWN_MAX));
+        assert!(h.contains(&rep.exceptions[0].transaction_id));
+        // No report: said so, no breaks table.
+        r.status = RunStatus::Canceled;
+        let h = recon_html(&r, None);
+        assert!(h.contains("the run did not reconcile") && !h.contains("data-currency"));
     }
 }

@@ -286,8 +286,9 @@ pub async fn submit(
 }
 
 /// Cancels a run: the record becomes `CANCELED` (conditional: only from
-/// `INITIATED` or `EXECUTING`), then its execution is stopped. Partitions
-/// still running see the status at their next page and stop there.
+/// `INITIATED` or `EXECUTING`), then its executions are stopped. Partitions
+/// still running see the status at their next page and stop there; shards
+/// before they write their summary.
 /// Canceling a canceled run again only repeats the stop (idempotent).
 pub async fn cancel(
     store: &DynamoRuns,
@@ -305,7 +306,7 @@ pub async fn cancel(
         && r.units.len() as u32 == r.units_total
         && r.units.values().all(|u| u.outcome == "SUCCEEDED")
     {
-        bail!("run {run_id} has posted every partition and is finishing: not canceled");
+        bail!("run {run_id} has finished every partition or shard and is ending: not canceled");
     }
     let patch = Patch {
         cause: Some(tally_aws::runs::cause(
@@ -322,7 +323,13 @@ pub async fn cancel(
         Transition::Refused(s) => bail!("run {run_id} has already ended {s}: nothing to cancel"),
         Transition::Missing => bail!("no run {run_id}"),
     }
-    if let Some(arn) = &r.execution_arn {
+    // A COB has one execution; a reconciliation names one per landed object.
+    let arns: std::collections::BTreeSet<&String> = r
+        .execution_arn
+        .iter()
+        .chain(r.executions.values())
+        .collect();
+    for arn in arns {
         let out = sfn
             .stop_execution()
             .execution_arn(arn)

@@ -5,10 +5,11 @@
 use serde::Deserialize;
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::{ObjectRef, ObjectSource, ReconState};
+use tally_aws::ports::{ObjectRef, ObjectSource, ReconState, RunStore};
 use tally_domain::recon::pipeline::{ingest_id, Inspected, PipelineStatus};
 use tally_domain::recon::settlement::parse_header;
 use tally_domain::recon::{ObjectKey, Side};
+use tally_domain::run::RunRecord;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 #[derive(Debug, Clone)]
@@ -38,11 +39,46 @@ pub struct InspectInput {
     /// Per-execution override of `RECON_LARGE_FILE_BYTES` (tests).
     #[serde(default)]
     pub large_file_bytes: Option<u64>,
+    /// `{"id": $$.Execution.Id}`, added by the state machine's first state:
+    /// the execution joins its program and date's run.
+    #[serde(default)]
+    pub execution: Option<ExecutionRef>,
 }
 
-pub async fn inspect<S: ObjectSource, R: ReconState>(
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecutionRef {
+    pub id: String,
+}
+
+/// Joins the execution to the live reconciliation run of its program and
+/// date, or starts attempt N+1 when the last one has ended (a landing after
+/// the end is a new version to reconcile). Two sides landing at once join
+/// one run: `submit` is a conditional claim on the business key.
+async fn join_run<U: RunStore>(
+    runs: &U,
+    program: &str,
+    date: chrono::NaiveDate,
+    execution_arn: &str,
+) -> Result<String, HandlerError> {
+    let now = chrono::Utc::now();
+    let (run, new) = runs
+        .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
+        .await?;
+    let name = execution_arn.rsplit(':').next().unwrap_or(execution_arn);
+    runs.attach(&run.run_id, name, execution_arn, now).await?;
+    tracing::info!(
+        run_id = run.run_id,
+        new,
+        execution = name,
+        "joined reconciliation run"
+    );
+    Ok(run.run_id)
+}
+
+pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
     objects: &S,
     state: &R,
+    runs: &U,
     cfg: &Config,
     input: InspectInput,
 ) -> Result<Inspected, HandlerError> {
@@ -86,6 +122,11 @@ pub async fn inspect<S: ObjectSource, R: ReconState>(
             )
             .await?;
     }
+    let execution_id = input.execution.map(|e| e.id);
+    let run_id = match (&key, &execution_id) {
+        (Some(_), Some(arn)) => Some(join_run(runs, &program_id, file_date, arn).await?),
+        _ => None,
+    };
     let version = (side == Side::Internal).then_some(input.uploaded_at_ms);
     Ok(Inspected {
         side,
@@ -101,6 +142,8 @@ pub async fn inspect<S: ObjectSource, R: ReconState>(
             "version": version,
             "fault": input.fault,
         }),
+        run_id,
+        execution_id,
     })
 }
 
@@ -108,6 +151,7 @@ pub async fn inspect<S: ObjectSource, R: ReconState>(
 mod tests {
     use super::*;
     use tally_aws::memory::{MemoryObjects, MemoryReconState};
+    use tally_aws::runs::MemoryRuns;
     use tally_domain::recon::sample::{self, SampleSpec};
 
     #[tokio::test]
@@ -128,8 +172,11 @@ mod tests {
             uploaded_at_ms: 5,
             fault: None,
             large_file_bytes: None,
+            execution: None,
         };
-        let got = inspect(&objects, &state, &cfg, input).await.unwrap();
+        let got = inspect(&objects, &state, &MemoryRuns::default(), &cfg, input)
+            .await
+            .unwrap();
         assert_eq!(got.file_sequence, Some(12));
         assert_eq!(got.large_file_bytes, 1_000);
         assert!(
@@ -158,13 +205,100 @@ mod tests {
             uploaded_at_ms: 1_763_600_000_000,
             fault: None,
             large_file_bytes: Some(7),
+            execution: None,
         };
         let cfg = Config {
             large_file_bytes: 1_000,
         };
-        let got = inspect(&objects, &state, &cfg, input).await.unwrap();
+        let got = inspect(&objects, &state, &MemoryRuns::default(), &cfg, input)
+            .await
+            .unwrap();
         assert_eq!(got.ingest_task["version"], 1_763_600_000_000u64);
         assert_eq!(got.large_file_bytes, 7);
         assert!(objects.opens().is_empty(), "a CSV has no header to peek at");
+    }
+
+    #[tokio::test]
+    async fn both_sides_of_a_day_join_one_run_and_a_landing_after_its_end_starts_the_next() {
+        let objects = MemoryObjects::default();
+        let state = MemoryReconState::default();
+        let runs = MemoryRuns::default();
+        let cfg = Config {
+            large_file_bytes: 1_000,
+        };
+        let arn = |n: &str| format!("arn:aws:states:us-east-1:000000000000:execution:recon:{n}");
+        let land = |key: &str, exec: &str| InspectInput {
+            object: objects.put(key, b"x".to_vec()),
+            uploaded_at_ms: 1,
+            fault: None,
+            large_file_bytes: None,
+            execution: Some(ExecutionRef { id: arn(exec) }),
+        };
+        let a = inspect(
+            &objects,
+            &state,
+            &runs,
+            &cfg,
+            land("internal/ACME/2026-11-20/a.csv", "e1"),
+        )
+        .await
+        .unwrap();
+        let b = inspect(
+            &objects,
+            &state,
+            &runs,
+            &cfg,
+            land("internal/ACME/2026-11-20/b.csv", "e2"),
+        )
+        .await
+        .unwrap();
+        let run_id = a.run_id.clone().unwrap();
+        assert_eq!(b.run_id.as_deref(), Some(run_id.as_str()));
+        assert_eq!(a.execution_id, Some(arn("e1")));
+        let r = runs.get(&run_id).await.unwrap().unwrap();
+        assert_eq!(r.status, tally_domain::run::RunStatus::Executing);
+        assert_eq!(r.business_key, "recon#ACME#2026-11-20");
+        assert_eq!(
+            r.executions.keys().cloned().collect::<Vec<_>>(),
+            vec!["e1".to_string(), "e2".to_string()]
+        );
+        // A retried Inspect of the same execution joins again, changing nothing.
+        inspect(
+            &objects,
+            &state,
+            &runs,
+            &cfg,
+            land("internal/ACME/2026-11-20/b.csv", "e2"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            runs.get(&run_id).await.unwrap().unwrap().executions.len(),
+            2
+        );
+        use tally_aws::ports::{Patch, RunStore};
+        runs.transition(
+            &run_id,
+            tally_domain::run::RunStatus::Success,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+        let c = inspect(
+            &objects,
+            &state,
+            &runs,
+            &cfg,
+            land("internal/ACME/2026-11-20/c.csv", "e3"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.run_id.as_deref(), Some("recon-ACME-2026-11-20-a2"));
+        // A key that names no program and date joins nothing.
+        let bad = inspect(&objects, &state, &runs, &cfg, land("elsewhere/x", "e4"))
+            .await
+            .unwrap();
+        assert_eq!(bad.run_id, None);
     }
 }

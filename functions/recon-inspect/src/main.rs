@@ -20,12 +20,16 @@ async fn main() -> Result<(), Error> {
         config::required("RECON_STATE_TABLE")?,
         config::required("LANDING_BUCKET")?,
     );
-    let (objects, state, cfg) = (&objects, &state, &cfg);
+    let runs = tally_aws::runs::DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let (objects, state, runs, cfg) = (&objects, &state, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let input: InspectInput = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("inspect input: {e}")))?;
-            inspect(objects, state, cfg, input).await
+            inspect(objects, state, runs, cfg, input).await
         },
     ))
     .await

@@ -5,17 +5,34 @@
 
 use serde::{Deserialize, Serialize};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::{ReconState, RecordSource};
+use tally_aws::ports::{ReconState, RecordSource, RunStore};
 use tally_aws::StoreError;
+use tally_domain::errors;
 use tally_domain::recon::matching::{try_merge_by_id, ShardSummary};
 use tally_domain::recon::pipeline::Recon;
 use tally_domain::recon::shard::shard_key;
 use tally_domain::recon::Side;
+use tally_domain::run::{RunStatus, UnitRecord};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MatchTask {
     pub recon: Recon,
     pub shard: u32,
+    /// The run to report the shard to (null: none).
+    #[serde(default)]
+    pub run_id: Option<String>,
+}
+
+/// Stops the shard with `RunCanceled` when its run was canceled.
+async fn check_run<U: RunStore>(runs: &U, run_id: Option<&str>) -> Result<(), HandlerError> {
+    let Some(run_id) = run_id else { return Ok(()) };
+    match runs.get(run_id).await? {
+        Some(r) if r.status == RunStatus::Canceled => Err(HandlerError {
+            name: errors::RUN_CANCELED,
+            message: format!("run {run_id} was canceled"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +43,17 @@ pub struct Matched {
     pub exceptions: u64,
 }
 
-pub async fn match_shard<S: RecordSource, R: ReconState>(
+pub async fn match_shard<S: RecordSource, R: ReconState, U: RunStore>(
     records: &S,
     state: &R,
+    runs: &U,
     task: MatchTask,
 ) -> Result<Matched, HandlerError> {
+    let started_at = chrono::Utc::now();
+    let t0 = std::time::Instant::now();
     let r = &task.recon;
+    let run_id = task.run_id.as_deref();
+    check_run(runs, run_id).await?;
     if task.shard >= r.shard_count {
         return Err(HandlerError::invalid_input(format!(
             "shard {} of {}",
@@ -78,7 +100,22 @@ pub async fn match_shard<S: RecordSource, R: ReconState>(
         summary.add(s.as_ref(), i.as_ref());
     }
     let exceptions = summary.exceptions.len() as u64;
+    // Canceled while reading: the summary is not written (a shard's only
+    // write, so nothing of it is left half-done).
+    check_run(runs, run_id).await?;
     state.put_summary(&r.recon_id, &summary).await?;
+    if let Some(run_id) = run_id {
+        let rec = UnitRecord {
+            started_at,
+            ended_at: chrono::Utc::now(),
+            items: n_s + n_i,
+            postings: 0,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            outcome: "SUCCEEDED".into(),
+        };
+        runs.unit_done(run_id, &format!("s{}", task.shard), &rec)
+            .await?;
+    }
     Ok(Matched {
         shard: task.shard,
         settlement_records: n_s,

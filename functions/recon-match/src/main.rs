@@ -23,12 +23,16 @@ async fn main() -> Result<(), Error> {
         config::required("RECON_STATE_TABLE")?,
         config::required("LANDING_BUCKET")?,
     );
-    let (records, state) = (&records, &state);
+    let runs = tally_aws::runs::DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let (records, state, runs) = (&records, &state, &runs);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let task: MatchTask = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("match task: {e}")))?;
-            let done = match_shard(records, state, task).await?;
+            let done = match_shard(records, state, runs, task).await?;
             tracing::info!(
                 shard = done.shard,
                 settlement = done.settlement_records,

@@ -17,12 +17,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::{Blobs, Publisher, ReconState};
+use tally_aws::ports::{Blobs, Patch, Publisher, ReconState, RunStore, Transition};
+use tally_aws::runs::cause as run_cause;
 use tally_aws::StoreError;
 use tally_domain::errors;
 use tally_domain::recon::pipeline::{PipelineStatus, Recon, RECONCILIATION_COMPLETED};
 use tally_domain::recon::rollup::{exceptions_csv, rollup, ReportStatus, RollupError};
 use tally_domain::recon::ObjectKey;
+use tally_domain::run::{recon_key, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,6 +70,9 @@ pub struct RollupInput {
     pub recon: Option<Recon>,
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// The reconciliation run to end (null for an execution started without one).
+    #[serde(default)]
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,10 +95,11 @@ pub fn exceptions_key(program_id: &str, file_date: chrono::NaiveDate) -> String 
     format!("reports/{program_id}/{file_date}/exceptions.csv")
 }
 
-pub async fn handle<R: ReconState, B: Blobs, A: Publisher>(
+pub async fn handle<R: ReconState, B: Blobs, A: Publisher, U: RunStore>(
     state: &R,
     blobs: &B,
     bus: &A,
+    runs: &U,
     cfg: &Config,
     input: RollupInput,
 ) -> Result<Option<RolledUp>, HandlerError> {
@@ -101,12 +107,20 @@ pub async fn handle<R: ReconState, B: Blobs, A: Publisher>(
         RollupInput {
             recon: Some(recon),
             failure: None,
-        } => roll_up(state, blobs, bus, cfg, recon).await.map(Some),
+            run_id,
+        } => {
+            let r = roll_up(state, blobs, bus, cfg, recon).await?;
+            if let Some(run_id) = run_id {
+                end_run(runs, &run_id, &r).await?;
+            }
+            Ok(Some(r))
+        }
         RollupInput {
             recon: None,
             failure: Some(failure),
+            ..
         } => {
-            record_failure(state, bus, failure).await?;
+            record_failure(state, bus, runs, failure).await?;
             Ok(None)
         }
         _ => Err(HandlerError::invalid_input(
@@ -220,9 +234,33 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
     })
 }
 
-async fn record_failure<R: ReconState, A: Publisher>(
+/// The run ends `SUCCESS` with the report's figures. A run canceled while
+/// the report was being written stays `CANCELED` (the report is written,
+/// and says what it says; the operator's word on the run stands).
+async fn end_run<U: RunStore>(runs: &U, run_id: &str, r: &RolledUp) -> Result<(), HandlerError> {
+    let mut counts = r.counts.clone();
+    counts.insert("EXCEPTIONS".into(), r.exceptions);
+    let patch = Patch {
+        counts,
+        report_key: Some(r.report_key.clone()),
+        ..Patch::default()
+    };
+    match runs
+        .transition(run_id, RunStatus::Success, chrono::Utc::now(), &patch)
+        .await?
+    {
+        Transition::Applied | Transition::AlreadyThere | Transition::Missing => {}
+        Transition::Refused(st) => {
+            tracing::warn!(run_id, status = %st, "reconciled, but the run had already ended")
+        }
+    }
+    Ok(())
+}
+
+async fn record_failure<R: ReconState, A: Publisher, U: RunStore>(
     state: &R,
     bus: &A,
+    runs: &U,
     failure: Failure,
 ) -> Result<(), HandlerError> {
     let key = failure.object["key"].as_str().unwrap_or_default();
@@ -250,6 +288,19 @@ async fn record_failure<R: ReconState, A: Publisher>(
                 }),
             )
             .await?;
+        // The live run of this program and date fails with it.
+        if let Some(run) = runs
+            .current(&recon_key(&k.program_id, k.file_date))
+            .await?
+            .filter(|r| !r.status.is_terminal())
+        {
+            let patch = Patch {
+                cause: Some(run_cause(&error, format!("{key}: {cause}"))),
+                ..Patch::default()
+            };
+            runs.transition(&run.run_id, RunStatus::Failure, chrono::Utc::now(), &patch)
+                .await?;
+        }
     }
     bus.alarm(
         &format!("Tally: reconciliation of {key} failed"),

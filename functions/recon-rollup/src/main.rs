@@ -29,12 +29,16 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
         source: tally_domain::recon::pipeline::EVENT_SOURCE,
     };
-    let (state, blobs, bus, cfg) = (&state, &blobs, &bus, &cfg);
+    let runs = tally_aws::runs::DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let (state, blobs, bus, runs, cfg) = (&state, &blobs, &bus, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let input: RollupInput = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("rollup input: {e}")))?;
-            let out = handle(state, blobs, bus, cfg, input).await?;
+            let out = handle(state, blobs, bus, runs, cfg, input).await?;
             if let Some(r) = &out {
                 use tally_aws::emf::{names, Metrics};
                 for (status, n) in &r.counts {

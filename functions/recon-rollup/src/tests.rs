@@ -11,6 +11,7 @@ use tally_aws::memory::{
     MemoryRecords,
 };
 use tally_aws::ports::ReconState;
+use tally_aws::runs::MemoryRuns;
 use tally_domain::recon::pipeline::Inspected;
 use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, BreakMix, SampleSpec};
@@ -24,6 +25,9 @@ struct World {
     state: MemoryReconState,
     blobs: MemoryBlobs,
     bus: MemoryPublisher,
+    runs: MemoryRuns,
+    /// The run the pipeline reports to, once `join` made one.
+    run_id: std::sync::Mutex<Option<String>>,
 }
 
 const SHARDS: u32 = 8;
@@ -38,7 +42,29 @@ impl World {
             state: MemoryReconState::default(),
             blobs: MemoryBlobs::default(),
             bus: MemoryPublisher::default(),
+            runs: MemoryRuns::default(),
+            run_id: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Inspect's part for the run: the reconciliation run of ACME's day,
+    /// joined as the state machine's Inspect step does.
+    async fn join(&self) -> String {
+        let now = chrono::Utc::now();
+        let (run, _) = self
+            .runs
+            .submit(&|a| {
+                tally_domain::run::RunRecord::new_recon(
+                    "ACME",
+                    "2026-11-20".parse().unwrap(),
+                    a,
+                    now,
+                )
+            })
+            .await
+            .unwrap();
+        *self.run_id.lock().unwrap() = Some(run.run_id.clone());
+        run.run_id
     }
 
     /// Lands an object and runs inspect's part by hand, then ingest and settle.
@@ -81,6 +107,11 @@ impl World {
             large_file_bytes: u64::MAX,
             file_sequence: None,
             ingest_task: serde_json::to_value(&task).unwrap(),
+            run_id: self.run_id.lock().unwrap().clone(),
+            execution_id: Some(format!(
+                "arn:aws:states:us-east-1:000000000000:execution:recon:{}",
+                k.side.as_str()
+            )),
         };
         let cfg = recon_settle::Config {
             shard_count: SHARDS,
@@ -90,6 +121,7 @@ impl World {
         settle(
             &self.state,
             &self.bus,
+            &self.runs,
             &cfg,
             SettleInput {
                 inspect: Wrapped { result: inspected },
@@ -101,21 +133,36 @@ impl World {
     }
 
     async fn reconcile(&self, recon: Recon) -> RolledUp {
+        let run_id = self.run_id.lock().unwrap().clone();
         for shard in 0..recon.shard_count {
             match_shard(
                 &self.records,
                 &self.state,
+                &self.runs,
                 MatchTask {
                     recon: recon.clone(),
                     shard,
+                    run_id: run_id.clone(),
                 },
             )
             .await
             .unwrap();
         }
-        roll_up(&self.state, &self.blobs, &self.bus, &config(), recon)
-            .await
-            .unwrap()
+        handle(
+            &self.state,
+            &self.blobs,
+            &self.bus,
+            &self.runs,
+            &config(),
+            RollupInput {
+                recon: Some(recon),
+                failure: None,
+                run_id,
+            },
+        )
+        .await
+        .unwrap()
+        .expect("a rollup")
     }
 
     fn report(&self, key: &str) -> Report {
@@ -196,7 +243,9 @@ async fn the_rollup_waits_for_every_shard() {
         match_shard(
             &w.records,
             &w.state,
+            &w.runs,
             MatchTask {
+                run_id: None,
                 recon: recon.clone(),
                 shard,
             },
@@ -271,6 +320,7 @@ async fn a_recorded_failure_marks_the_day_failed_and_alarms() {
         &w.state,
         &w.blobs,
         &w.bus,
+        &w.runs,
         &config(),
         serde_json::from_value(serde_json::json!({"failure": {
             "object": {"key": S_KEY},
@@ -304,4 +354,165 @@ fn the_state_machines_rollup_input_reads_back_with_its_control_totals() {
     let recon = input.recon.unwrap();
     assert_eq!(recon.control.unwrap().debit_total_minor, 803_368_928);
     assert!(input.failure.is_none());
+}
+
+#[tokio::test]
+async fn a_reconciliation_run_records_its_sides_shards_and_outcome() {
+    let w = World::new();
+    let s = spec();
+    let run_id = w.join().await;
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    // The second landing joins the same run (Inspect's submit returns it).
+    assert_eq!(w.join().await, run_id);
+    let Settled::Ready {
+        recon,
+        run_id: Some(ready_run),
+        ..
+    } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in, with the run")
+    };
+    assert_eq!(ready_run, run_id);
+    let r = w.runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Executing);
+    assert_eq!(r.units_total, SHARDS);
+    assert_eq!(
+        r.progress["settlement"], 2_000,
+        "settlement details ingested"
+    );
+    assert!(r.progress["internal"] > 0);
+    assert!(r.execution_arn.as_deref().unwrap().ends_with(":internal"));
+    let done = w.reconcile(recon).await;
+    let r = w.runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Success);
+    assert_eq!(r.units.len() as u32, SHARDS, "every shard reported once");
+    let expected = sample::expected_report(&s);
+    let records: u64 = r.units.values().map(|u| u.items).sum();
+    let want: u64 = expected
+        .currencies
+        .iter()
+        .map(|c| 2 * c.matched + 2 * c.mismatched + c.unmatched_settlement + c.unmatched_internal)
+        .sum();
+    assert_eq!(records, want, "shard items are the records matched");
+    assert_eq!(r.counts["EXCEPTIONS"], expected.exceptions.len() as u64);
+    assert_eq!(r.counts["MATCHED"], done.counts["MATCHED"]);
+    assert_eq!(r.report_key.as_deref(), Some(done.report_key.as_str()));
+    // A new landing after the end is a new attempt.
+    let again = w.join().await;
+    assert_ne!(again, run_id);
+    assert!(again.ends_with("-a2"), "{again}");
+}
+
+#[tokio::test]
+async fn a_canceled_reconciliation_stops_before_its_shards_write() {
+    let w = World::new();
+    let s = spec();
+    let run_id = w.join().await;
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    let Settled::Ready { recon, .. } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in")
+    };
+    // The operator cancels after the plan, before the shards.
+    let t = w
+        .runs
+        .transition(
+            &run_id,
+            RunStatus::Canceled,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t, Transition::Applied);
+    let err = match_shard(
+        &w.records,
+        &w.state,
+        &w.runs,
+        MatchTask {
+            recon: recon.clone(),
+            shard: 0,
+            run_id: Some(run_id.clone()),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name, errors::RUN_CANCELED);
+    assert!(
+        w.state
+            .summaries("ACME", s.file_date, &recon.recon_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no shard summary written"
+    );
+    // The waiting side's next settle stops too, and the run stays CANCELED.
+    let mut i = Inspected {
+        side: tally_domain::recon::Side::Settlement,
+        program_id: "ACME".into(),
+        file_date: s.file_date,
+        key: S_KEY.into(),
+        ingest_id: tally_domain::recon::pipeline::ingest_id(S_KEY, "x"),
+        size_bytes: 1,
+        large_file_bytes: u64::MAX,
+        file_sequence: None,
+        ingest_task: serde_json::Value::Null,
+        run_id: Some(run_id.clone()),
+        execution_id: None,
+    };
+    let obj_etag = w
+        .objects
+        .put(S_KEY, sample::settlement_file(&s).into_bytes())
+        .etag;
+    i.ingest_id = tally_domain::recon::pipeline::ingest_id(S_KEY, &obj_etag);
+    let err = settle(
+        &w.state,
+        &w.bus,
+        &w.runs,
+        &recon_settle::Config {
+            shard_count: SHARDS,
+            poll_seconds: 60,
+            wait_seconds_max: 3_600,
+        },
+        SettleInput {
+            inspect: Wrapped { result: i },
+            waited_seconds: 0,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name, errors::RUN_CANCELED);
+    assert_eq!(
+        w.runs.get(&run_id).await.unwrap().unwrap().status,
+        RunStatus::Canceled
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_failure_fails_the_live_run_with_its_cause() {
+    let w = World::new();
+    let run_id = w.join().await;
+    handle(
+        &w.state,
+        &w.blobs,
+        &w.bus,
+        &w.runs,
+        &config(),
+        serde_json::from_value(serde_json::json!({"failure": {
+            "object": {"key": S_KEY},
+            "error": {"Error": "ContainerFailed", "Cause": "exited 3 times"}
+        }}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let r = w.runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Failure);
+    let c = r.cause.unwrap();
+    assert_eq!(c.error, "ContainerFailed");
+    assert!(
+        c.cause.contains("exited 3 times") && c.cause.contains(S_KEY),
+        "{}",
+        c.cause
+    );
 }

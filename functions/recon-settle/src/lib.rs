@@ -16,11 +16,16 @@
 use serde::{Deserialize, Serialize};
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
-use tally_aws::ports::{Acceptance, Publisher, ReconState, SideManifest};
+use tally_aws::ports::{
+    Acceptance, Heartbeat, Patch, Publisher, ReconState, RunStore, SideManifest,
+};
+use tally_aws::runs::cause;
 use tally_aws::StoreError;
+use tally_domain::errors;
 use tally_domain::recon::matching::ControlSums;
 use tally_domain::recon::pipeline::{Inspected, PipelineStatus, Recon};
 use tally_domain::recon::Side;
+use tally_domain::run::RunStatus;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +62,8 @@ pub enum Settled {
     Ready {
         recon: Recon,
         shards: Vec<u32>,
+        /// The run the shards report to (null: none).
+        run_id: Option<String>,
     },
     Waiting {
         poll_seconds: u64,
@@ -69,6 +76,25 @@ pub enum Settled {
     ClaimedElsewhere {
         recon_id: String,
     },
+    /// The run this execution joined has ended (failed, or succeeded with
+    /// another execution's work): nothing more to do here. A new landing
+    /// starts a new run.
+    RunEnded {
+        run_status: RunStatus,
+    },
+}
+
+/// What the run says about going on: a canceled run stops the execution
+/// with `RunCanceled`; another ended run ends it quietly.
+fn go_on(run_id: &str, hb: Heartbeat) -> Result<Option<Settled>, HandlerError> {
+    match hb {
+        Heartbeat::Continue | Heartbeat::NoRecord => Ok(None),
+        Heartbeat::Stop(RunStatus::Canceled) => Err(HandlerError {
+            name: errors::RUN_CANCELED,
+            message: format!("run {run_id} was canceled"),
+        }),
+        Heartbeat::Stop(st) => Ok(Some(Settled::RunEnded { run_status: st })),
+    }
 }
 
 fn other(side: Side) -> Side {
@@ -97,14 +123,17 @@ fn manifest_from_outcome(i: &Inspected, o: &serde_json::Value) -> Result<SideMan
     })
 }
 
-pub async fn settle<R: ReconState, A: Publisher>(
+pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     state: &R,
     alarms: &A,
+    runs: &U,
     cfg: &Config,
     input: SettleInput,
 ) -> Result<Settled, HandlerError> {
     let i = input.inspect.result;
     let (program, date) = (i.program_id.as_str(), i.file_date);
+    let run_id = i.run_id.clone();
+    let now = chrono::Utc::now;
     let outcome = state.outcome(&i.ingest_id).await?.ok_or_else(|| {
         StoreError::Permanent(format!(
             "no stored outcome for ingest {}: the ingest did not finish",
@@ -112,7 +141,24 @@ pub async fn settle<R: ReconState, A: Publisher>(
         ))
     })?;
     match outcome["outcome"].as_str() {
-        Some("REJECTED") => return Ok(Settled::Rejected),
+        Some("REJECTED") => {
+            // The file is refused whole: the run fails with the reason (a
+            // corrected file starts the next attempt).
+            if let Some(run_id) = &run_id {
+                let r = &outcome["reason"];
+                let why = format!(
+                    "line {}, field {}: expected {}, found {}",
+                    r["line"], r["field"], r["expected"], r["found"]
+                );
+                let patch = Patch {
+                    cause: Some(cause("FileRejected", format!("{}: {why}", i.key))),
+                    ..Patch::default()
+                };
+                runs.transition(run_id, RunStatus::Failure, now(), &patch)
+                    .await?;
+            }
+            return Ok(Settled::Rejected);
+        }
         Some("APPLIED") => {}
         other => {
             return Err(StoreError::Permanent(format!(
@@ -123,6 +169,18 @@ pub async fn settle<R: ReconState, A: Publisher>(
         }
     }
     let m = manifest_from_outcome(&i, &outcome)?;
+    // The side's records, as the run's progress; a canceled run stops here,
+    // before the side is accepted.
+    if let Some(run_id) = &run_id {
+        let side = match i.side {
+            Side::Settlement => "settlement",
+            Side::Internal => "internal",
+        };
+        let hb = runs.heartbeat(run_id, side, m.records, now()).await?;
+        if let Some(ended) = go_on(run_id, hb)? {
+            return Ok(ended);
+        }
+    }
     if let Acceptance::Superseded { current } = state.accept(program, date, &m).await? {
         return Ok(Settled::Superseded { current });
     }
@@ -201,6 +259,13 @@ pub async fn settle<R: ReconState, A: Publisher>(
             recon_id: recon.recon_id,
         });
     }
+    if let Some(run_id) = &run_id {
+        let arn = i.execution_id.as_deref().unwrap_or_default();
+        let hb = runs.plan(run_id, recon.shard_count, arn, now()).await?;
+        if let Some(ended) = go_on(run_id, hb)? {
+            return Ok(ended);
+        }
+    }
     state
         .put_status(
             program,
@@ -216,6 +281,7 @@ pub async fn settle<R: ReconState, A: Publisher>(
     Ok(Settled::Ready {
         shards: (0..recon.shard_count).collect(),
         recon,
+        run_id,
     })
 }
 

@@ -26,12 +26,16 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
         source: tally_domain::recon::pipeline::EVENT_SOURCE,
     };
-    let (state, alarms, cfg) = (&state, &alarms, &cfg);
+    let runs = tally_aws::runs::DynamoRuns {
+        client: aws_sdk_dynamodb::Client::new(&sdk),
+        table: config::required("RUNS_TABLE")?,
+    };
+    let (state, alarms, runs, cfg) = (&state, &alarms, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let input: SettleInput = serde_json::from_value(event.payload)
                 .map_err(|e| HandlerError::invalid_input(format!("settle input: {e}")))?;
-            settle(state, alarms, cfg, input).await
+            settle(state, alarms, runs, cfg, input).await
         },
     ))
     .await

@@ -1,5 +1,6 @@
 use super::*;
 use tally_aws::memory::{MemoryPublisher, MemoryReconState};
+use tally_aws::runs::MemoryRuns;
 
 fn cfg() -> Config {
     Config {
@@ -20,6 +21,8 @@ fn inspected(side: Side, ingest_id: &str) -> Inspected {
         large_file_bytes: 1 << 30,
         file_sequence: None,
         ingest_task: serde_json::json!({}),
+        run_id: None,
+        execution_id: None,
     }
 }
 
@@ -50,6 +53,7 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
     let first = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-1"), 0),
     )
@@ -71,12 +75,13 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
     let second = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Internal, "i-1"), 0),
     )
     .await
     .unwrap();
-    let Settled::Ready { recon, shards } = second else {
+    let Settled::Ready { recon, shards, .. } = second else {
         panic!("{second:?}")
     };
     assert_eq!(shards, vec![0, 1, 2, 3]);
@@ -86,6 +91,7 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
     let again = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-1"), 600),
     )
@@ -101,6 +107,7 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
     let retried = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Internal, "i-1"), 0),
     )
@@ -123,6 +130,7 @@ async fn a_rejected_file_goes_no_further() {
     let out = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-1"), 0),
     )
@@ -141,6 +149,7 @@ async fn an_older_file_sequence_after_a_newer_one_is_superseded() {
     settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-8"), 0),
     )
@@ -149,6 +158,7 @@ async fn an_older_file_sequence_after_a_newer_one_is_superseded() {
     let out = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-7"), 0),
     )
@@ -164,6 +174,7 @@ async fn a_side_that_never_arrives_is_reconciled_empty_after_the_wait_with_an_al
     let out = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "s-1"), 3_600),
     )
@@ -185,6 +196,7 @@ async fn a_missing_ingest_outcome_is_an_error_not_a_guess() {
     let err = settle(
         &state,
         &alarms,
+        &MemoryRuns::default(),
         &cfg(),
         input(inspected(Side::Settlement, "nope"), 0),
     )

@@ -114,6 +114,52 @@ pub fn verdict(
     }
 }
 
+/// Executions looked at for one run, at most: a reconciliation names one
+/// per landed object (two sides, and a few corrected versions).
+pub const EXECUTIONS_PER_RUN_MAX: usize = 16;
+
+/// The verdict over every execution of a run. A COB has one
+/// (`execution_arn`); a reconciliation names several in `executions`, and
+/// is settled only when none of them still runs: then canceled if any was
+/// stopped, failed if any failed, else succeeded, which for a
+/// reconciliation without a report is a failure (its executions ended
+/// without one reconciling).
+pub async fn run_verdict<X: ExecutionLookup>(
+    r: &RunRecord,
+    execs: &X,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<Option<(RunStatus, String, String)>, tally_aws::StoreError> {
+    if r.executions.is_empty() {
+        let exec = match &r.execution_arn {
+            Some(arn) => execs.describe(arn).await?,
+            None => None,
+        };
+        return Ok(verdict(r, exec.as_ref(), now, grace));
+    }
+    let mut verdicts = Vec::new();
+    for arn in r.executions.values().take(EXECUTIONS_PER_RUN_MAX) {
+        let exec = execs.describe(arn).await?;
+        match verdict(r, exec.as_ref(), now, grace) {
+            None => return Ok(None),
+            Some(v) => verdicts.push(v),
+        }
+    }
+    let pick = |st: RunStatus| verdicts.iter().find(|v| v.0 == st).cloned();
+    Ok(pick(RunStatus::Canceled)
+        .or_else(|| pick(RunStatus::Failure))
+        .or_else(|| {
+            pick(RunStatus::Success).map(|v| match (r.kind, &r.report_key) {
+                (tally_domain::run::RunKind::Recon, None) => (
+                    RunStatus::Failure,
+                    "ExecutionsEndedWithoutReport".into(),
+                    format!("every execution of {} ended, none with a report", r.run_id),
+                ),
+                _ => v,
+            })
+        }))
+}
+
 pub async fn sweep<R: RunStore, X: ExecutionLookup>(
     runs: &R,
     execs: &X,
@@ -140,11 +186,7 @@ pub async fn sweep<R: RunStore, X: ExecutionLookup>(
         .take(cfg.batch_max as usize)
     {
         report.examined += 1;
-        let exec = match &r.execution_arn {
-            Some(arn) => execs.describe(arn).await?,
-            None => None,
-        };
-        let Some((to, error, why)) = verdict(&r, exec.as_ref(), now, cfg.initiated_grace) else {
+        let Some((to, error, why)) = run_verdict(&r, execs, now, cfg.initiated_grace).await? else {
             report.still_running += 1;
             continue;
         };
@@ -312,6 +354,73 @@ mod tests {
         let again = sweep(&runs, &execs, &cfg(100), now).await.unwrap();
         assert!(again.fixed.is_empty());
         assert_eq!(again.examined, 1, "only the running one is still EXECUTING");
+    }
+
+    #[tokio::test]
+    async fn a_reconciliation_is_settled_by_all_of_its_executions() {
+        let runs = MemoryRuns::default();
+        let execs = Execs::default();
+        let now = t("2026-11-21T03:00:00Z");
+        let day = "2026-11-20".parse().unwrap();
+        // (program, the executions' statuses, report written, expected)
+        let cases: [(&str, &[&str], bool, Option<RunStatus>); 5] = [
+            ("WAITING", &["RUNNING", "SUCCEEDED"], false, None),
+            (
+                "STOPPED",
+                &["SUCCEEDED", "ABORTED"],
+                false,
+                Some(RunStatus::Canceled),
+            ),
+            (
+                "BROKE",
+                &["FAILED", "SUCCEEDED"],
+                false,
+                Some(RunStatus::Failure),
+            ),
+            (
+                "NOREPORT",
+                &["SUCCEEDED", "SUCCEEDED"],
+                false,
+                Some(RunStatus::Failure),
+            ),
+            (
+                "DONE",
+                &["SUCCEEDED", "SUCCEEDED"],
+                true,
+                Some(RunStatus::Success),
+            ),
+        ];
+        for (program, statuses, report, _) in &cases {
+            let mut r = RunRecord::new_recon(program, day, 1, t("2026-11-21T01:00:00Z"));
+            for (i, st) in statuses.iter().enumerate() {
+                let arn = format!("arn:exec:{program}-{i}");
+                execs.set(&arn, st, (*st == "FAILED").then_some("ContainerFailed"));
+                r.executions.insert(format!("{program}-{i}"), arn);
+            }
+            r.report_key = report.then(|| format!("reports/{program}/report.json"));
+            runs.insert(r);
+        }
+        sweep(&runs, &execs, &cfg(100), now).await.unwrap();
+        for (program, _, _, want) in &cases {
+            let r = runs
+                .get(&tally_domain::run::recon_run_id(program, day, 1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.status, want.unwrap_or(RunStatus::Executing), "{program}");
+        }
+        let broke = runs
+            .get(&tally_domain::run::recon_run_id("BROKE", day, 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(broke.cause.unwrap().error, "ContainerFailed");
+        let none = runs
+            .get(&tally_domain::run::recon_run_id("NOREPORT", day, 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.cause.unwrap().error, "ExecutionsEndedWithoutReport");
     }
 
     #[tokio::test]

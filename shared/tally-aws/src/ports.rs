@@ -365,6 +365,8 @@ pub struct Patch {
     pub execution_arn: Option<String>,
     pub cause: Option<tally_domain::run::RunCause>,
     pub totals: Vec<tally_domain::run::RunTotal>,
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub report_key: Option<String>,
 }
 
 /// Run records. Every status change is conditional on the current status
@@ -413,6 +415,27 @@ pub trait RunStore: Send + Sync {
         run_id: &str,
         unit: &str,
         items: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Heartbeat, StoreError>> + Send;
+
+    /// Names an execution working the run (idempotent); `false` when the
+    /// run has no record.
+    fn attach(
+        &self,
+        run_id: &str,
+        name: &str,
+        execution_arn: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Sets the units planned and the execution doing them, if the run is
+    /// still `EXECUTING` (a reconciliation plans its shards once both sides
+    /// are in); otherwise tells the caller to stop, like a heartbeat.
+    fn plan(
+        &self,
+        run_id: &str,
+        units_total: u32,
+        execution_arn: &str,
         at: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<Heartbeat, StoreError>> + Send;
 

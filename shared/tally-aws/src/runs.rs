@@ -295,7 +295,7 @@ impl RunStore for DynamoRuns {
                 None => (1, None),
                 Some((holder, attempt)) => {
                     if let Some(r) = self.get(holder).await? {
-                        if !r.status.allows_resubmit() {
+                        if !r.allows_resubmit() {
                             return Ok((r, false));
                         }
                     }
@@ -321,7 +321,7 @@ impl RunStore for DynamoRuns {
             let holder_blocks = match &claim {
                 None => None,
                 Some((holder, _)) => match self.get(holder).await? {
-                    Some(h) if !h.status.allows_resubmit() => Some(h.run_id),
+                    Some(h) if !h.allows_resubmit() => Some(h.run_id),
                     _ => None,
                 },
             };
@@ -390,6 +390,19 @@ impl RunStore for DynamoRuns {
                 to_av(&serde_json::to_value(&patch.totals).expect("json")),
             );
         }
+        if !patch.counts.is_empty() {
+            set.push("#cn = :cn");
+            u = u
+                .expression_attribute_names("#cn", "counts")
+                .expression_attribute_values(
+                    ":cn",
+                    to_av(&serde_json::to_value(&patch.counts).expect("json")),
+                );
+        }
+        if let Some(k) = &patch.report_key {
+            set.push("report_key = :rk");
+            u = u.expression_attribute_values(":rk", s(k));
+        }
         let preds = to.predecessors();
         let mut cond = Vec::new();
         for (i, p) in preds.iter().enumerate() {
@@ -437,6 +450,59 @@ impl RunStore for DynamoRuns {
             .send()
             .await;
         if condition_met("UpdateItem(run progress)", out)? {
+            return Ok(Heartbeat::Continue);
+        }
+        Ok(match self.get(run_id).await? {
+            None => Heartbeat::NoRecord,
+            Some(r) => Heartbeat::Stop(r.status),
+        })
+    }
+
+    async fn attach(
+        &self,
+        run_id: &str,
+        name: &str,
+        execution_arn: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("run_id", s(run_id))
+            .update_expression("SET executions.#n = :a, updated_at = :at")
+            .condition_expression("attribute_exists(#s)")
+            .expression_attribute_names("#n", name)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":a", s(execution_arn))
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await;
+        condition_met("UpdateItem(run execution)", out)
+    }
+
+    async fn plan(
+        &self,
+        run_id: &str,
+        units_total: u32,
+        execution_arn: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Heartbeat, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("run_id", s(run_id))
+            .update_expression("SET units_total = :ut, execution_arn = :arn, updated_at = :at")
+            .condition_expression("#s = :ex")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":ut", AttributeValue::N(units_total.to_string()))
+            .expression_attribute_values(":arn", s(execution_arn))
+            .expression_attribute_values(":at", ts(at))
+            .expression_attribute_values(":ex", s(RunStatus::Executing.as_str()))
+            .send()
+            .await;
+        if condition_met("UpdateItem(run plan)", out)? {
             return Ok(Heartbeat::Continue);
         }
         Ok(match self.get(run_id).await? {
@@ -541,7 +607,7 @@ impl RunStore for MemoryRuns {
             None => 1,
             Some((h, a)) => {
                 if let Some(r) = st.0.get(h) {
-                    if !r.status.allows_resubmit() {
+                    if !r.allows_resubmit() {
                         return Ok((r.clone(), false));
                     }
                 }
@@ -561,7 +627,7 @@ impl RunStore for MemoryRuns {
         }
         let holder = st.1.get(&record.business_key).cloned();
         match holder.as_ref().and_then(|(h, _)| st.0.get(h)) {
-            Some(h) if !h.status.allows_resubmit() => {
+            Some(h) if !h.allows_resubmit() => {
                 record.duplicate_of = Some(h.run_id.clone());
                 record.attempt = 0;
             }
@@ -614,6 +680,12 @@ impl RunStore for MemoryRuns {
         if !patch.totals.is_empty() {
             r.totals = patch.totals.clone();
         }
+        if !patch.counts.is_empty() {
+            r.counts = patch.counts.clone();
+        }
+        if let Some(k) = &patch.report_key {
+            r.report_key = Some(k.clone());
+        }
         Ok(Transition::Applied)
     }
 
@@ -642,6 +714,44 @@ impl RunStore for MemoryRuns {
             None => Heartbeat::NoRecord,
             Some(r) if r.status == RunStatus::Executing => {
                 r.progress.insert(unit.into(), items);
+                r.updated_at = at;
+                Heartbeat::Continue
+            }
+            Some(r) => Heartbeat::Stop(r.status),
+        })
+    }
+
+    async fn attach(
+        &self,
+        run_id: &str,
+        name: &str,
+        execution_arn: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(match st.0.get_mut(run_id) {
+            Some(r) => {
+                r.executions.insert(name.into(), execution_arn.into());
+                r.updated_at = at;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn plan(
+        &self,
+        run_id: &str,
+        units_total: u32,
+        execution_arn: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Heartbeat, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(match st.0.get_mut(run_id) {
+            None => Heartbeat::NoRecord,
+            Some(r) if r.status == RunStatus::Executing => {
+                r.units_total = units_total;
+                r.execution_arn = Some(execution_arn.into());
                 r.updated_at = at;
                 Heartbeat::Continue
             }

@@ -130,6 +130,18 @@ pub fn cob_run_id(date: NaiveDate, attempt: u32) -> String {
     format!("cob-{date}-a{attempt}")
 }
 
+/// The business key of a reconciliation run: its program and file date.
+pub fn recon_key(program: &str, date: NaiveDate) -> String {
+    format!("recon#{program}#{date}")
+}
+
+/// The run id of attempt `attempt` of a reconciliation (one program and file
+/// date). Not an execution name: a reconciliation is worked by several
+/// executions (one per landed object), all named in the record.
+pub fn recon_run_id(program: &str, date: NaiveDate, attempt: u32) -> String {
+    format!("recon-{program}-{date}-a{attempt}")
+}
+
 /// One unit of a run (a COB partition) once it has ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitRecord {
@@ -194,6 +206,18 @@ pub struct RunRecord {
     pub cause: Option<RunCause>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub totals: Vec<RunTotal>,
+    /// Executions working the run, by name (a reconciliation has one per
+    /// landed object; a COB names its one in `execution_arn`). Always
+    /// stored, even empty, like `units`.
+    #[serde(default)]
+    pub executions: BTreeMap<String, String>,
+    /// Figures of the outcome by name (a reconciliation: records by match
+    /// status, breaks; a COB keeps its in `totals`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
+    /// Where the outcome's report is (a reconciliation's report object key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
     /// Another live or successful run held the business key when this one
     /// was started outside `submit` (the ledger still posts each day once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,7 +249,39 @@ impl RunRecord {
             progress: BTreeMap::new(),
             cause: None,
             totals: Vec::new(),
+            executions: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            report_key: None,
             duplicate_of: None,
+        }
+    }
+
+    /// A reconciliation run of `program` and `date`, started by the first
+    /// object to land for it (so it is `EXECUTING` from its creation: the
+    /// ingest is under way).
+    pub fn new_recon(
+        program: &str,
+        date: NaiveDate,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: recon_run_id(program, date, attempt),
+            kind: RunKind::Recon,
+            business_key: recon_key(program, date),
+            ..RunRecord::new_cob(date, attempt, RunStatus::Executing, now)
+        }
+    }
+
+    /// Whether a new submit for this run's business key starts a new run or
+    /// returns this one. A COB date is done once: only a failed or canceled
+    /// run lets it be submitted again. A reconciliation is done again
+    /// whenever a new object lands after it ended (a corrected file is a new
+    /// version, reconciled afresh); while it is live, every landing joins it.
+    pub fn allows_resubmit(&self) -> bool {
+        match self.kind {
+            RunKind::Cob => self.status.allows_resubmit(),
+            RunKind::Recon => self.status.is_terminal(),
         }
     }
 
@@ -288,11 +344,22 @@ pub fn progress_line(r: &RunRecord, width: usize) -> String {
         (done as usize * width) / total as usize
     };
     let bar: String = "#".repeat(filled) + &"-".repeat(width - filled.min(width));
-    format!(
-        "[{bar}] {done}/{total} partitions · {} accounts · {}",
-        group_thousands(r.items_processed()),
-        r.status
-    )
+    match r.kind {
+        RunKind::Cob => format!(
+            "[{bar}] {done}/{total} partitions · {} accounts · {}",
+            group_thousands(r.items_processed()),
+            r.status
+        ),
+        RunKind::Recon => {
+            let side = |s: &str| group_thousands(r.progress.get(s).copied().unwrap_or(0));
+            format!(
+                "[{bar}] {done}/{total} shards · {} settlement + {} internal records in · {}",
+                side("settlement"),
+                side("internal"),
+                r.status
+            )
+        }
+    }
 }
 
 pub fn group_thousands(n: u64) -> String {
@@ -459,6 +526,42 @@ mod tests {
         assert!(a["created_at"].as_str() < b["created_at"].as_str());
         let back: RunRecord = serde_json::from_value(b).unwrap();
         assert_eq!(back.created_at, t("2026-11-21T01:00:00.5Z"));
+    }
+
+    #[test]
+    fn a_reconciliation_shows_shards_and_the_records_of_each_side() {
+        let t0: DateTime<Utc> = "2026-11-21T01:00:00Z".parse().unwrap();
+        let mut r = RunRecord::new_recon("ACME", "2026-11-20".parse().unwrap(), 2, t0);
+        assert_eq!(r.run_id, "recon-ACME-2026-11-20-a2");
+        assert_eq!(r.business_key, "recon#ACME#2026-11-20");
+        assert_eq!(r.status, RunStatus::Executing);
+        r.units_total = 4;
+        r.progress.insert("settlement".into(), 12_000);
+        r.progress.insert("internal".into(), 11_990);
+        let unit = UnitRecord {
+            started_at: t0,
+            ended_at: t0,
+            items: 6_000,
+            postings: 0,
+            duration_ms: 5,
+            outcome: "SUCCEEDED".into(),
+        };
+        r.units.insert("s0".into(), unit.clone());
+        r.units.insert("s1".into(), unit);
+        assert_eq!(
+            progress_line(&r, 8),
+            "[####----] 2/4 shards · 12,000 settlement + 11,990 internal records in · EXECUTING"
+        );
+        assert!(!r.allows_resubmit(), "a live reconciliation is joined");
+        r.status = RunStatus::Success;
+        assert!(
+            r.allows_resubmit(),
+            "a landing after the end reconciles again"
+        );
+        let mut cob = RunRecord::new_cob("2026-11-20".parse().unwrap(), 1, RunStatus::Success, t0);
+        assert!(!cob.allows_resubmit(), "a COB date is done once");
+        cob.status = RunStatus::Canceled;
+        assert!(cob.allows_resubmit());
     }
 
     #[test]

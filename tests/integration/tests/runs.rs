@@ -527,3 +527,269 @@ async fn the_deadline_check_alarms_for_a_missing_or_failed_run_and_is_quiet_for_
     assert_eq!(got.len(), 1, "only Tokyo's alarm: {got:?}");
     alarms.close().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Reconciliation runs
+// ---------------------------------------------------------------------------
+
+async fn recon() -> tally_cli::recon::Recon {
+    let stack = tally_cli::stack::ReconStack::load(
+        &tally_integration_tests::repo_root().join(".tally/stack.json"),
+    )
+    .expect("the local stack is not deployed: run `make test`");
+    tally_cli::recon::Recon::connect(stack).await
+}
+
+fn recon_files(
+    program: &str,
+    records: u64,
+    seed: u64,
+) -> (
+    tally_domain::recon::sample::SampleSpec,
+    [std::path::PathBuf; 3],
+) {
+    let spec = tally_domain::recon::sample::SampleSpec::new(program, date(DATE), records, seed);
+    let files = tally_cli::recon::generate(&spec, &temp_file(&format!("runs-{program}"))).unwrap();
+    (spec, files)
+}
+
+/// The `tally` binary `make test` builds beside the functions.
+fn tally_bin() -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tally_integration_tests::repo_root().join("target"));
+    target.join("debug/tally")
+}
+
+/// Polls the run of a business key until it is in `status` (10 min at most).
+async fn wait_for_key(env: &Env, key: &str, status: RunStatus) -> RunRecord {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(r) = env.runs().current(key).await.unwrap() {
+            if r.status == status {
+                return r;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{key} not {status} after 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_the_reports_figures(
+) {
+    use tally_domain::recon::Side;
+    let _g = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    let r = recon().await;
+    let (spec, [dat, csv, _]) = recon_files("ITRUNS", 3_000, 41);
+    let key = tally_domain::run::recon_key("ITRUNS", spec.file_date);
+    r.upload(Side::Settlement, "ITRUNS", spec.file_date, &dat)
+        .await
+        .unwrap();
+    // The settlement side's execution made the run and waits in it.
+    let live = wait_for_key(&env, &key, RunStatus::Executing).await;
+    assert_eq!(live.kind, tally_domain::run::RunKind::Recon);
+    // `tally recon report --wait` follows it with a progress bar while the
+    // other side lands.
+    let cli = std::process::Command::new(tally_bin())
+        .current_dir(tally_integration_tests::repo_root())
+        .args([
+            "recon",
+            "report",
+            "--program",
+            "ITRUNS",
+            "--date",
+            DATE,
+            "--wait",
+            "--summary",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", tally_bin().display()));
+    r.upload(Side::Internal, "ITRUNS", spec.file_date, &csv)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tally recon report --wait: {stderr}");
+    let bars: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" shards · "))
+        .collect();
+    assert!(
+        bars.iter().any(|l| l.contains("3,000 settlement")),
+        "a progress line with the settlement records: {stderr}"
+    );
+    assert!(
+        bars.last()
+            .unwrap()
+            .trim_start()
+            .starts_with("[##############################] 64/64 shards")
+            && bars.last().unwrap().contains("SUCCESS"),
+        "the last progress line is full and SUCCESS: {stderr}"
+    );
+    assert!(
+        bars.len() >= 2,
+        "the bar is drawn while the run goes, then once more at its end: {stderr}"
+    );
+
+    let done = wait_for_key(&env, &key, RunStatus::Success).await;
+    assert_eq!(done.run_id, live.run_id, "both landings joined one run");
+    assert_eq!(done.executions.len(), 2, "{:?}", done.executions);
+    assert_eq!((done.units_total, done.units.len()), (64, 64));
+    assert_eq!(done.progress["settlement"], 3_000);
+    let report: tally_domain::recon::rollup::Report =
+        serde_json::from_str(&r.report("ITRUNS", spec.file_date).await.unwrap().unwrap()).unwrap();
+    assert_eq!(report, tally_domain::recon::sample::expected_report(&spec));
+    assert_eq!(done.counts["EXCEPTIONS"], report.exceptions.len() as u64);
+    let matched: u64 = report.currencies.iter().map(|c| c.matched).sum();
+    assert_eq!(done.counts["MATCHED"], matched);
+    let records: u64 = done.units.values().map(|u| u.items).sum();
+    let want: u64 = report
+        .currencies
+        .iter()
+        .map(|c| 2 * c.matched + 2 * c.mismatched + c.unmatched_settlement + c.unmatched_internal)
+        .sum();
+    assert_eq!(records, want, "the shards read every stored record once");
+    let listed = env
+        .runs()
+        .list(
+            Some(tally_domain::run::RunKind::Recon),
+            Some(RunStatus::Success),
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert!(listed.iter().any(|l| l.run_id == done.run_id));
+
+    // The run report, from the CLI, rendered by Chromium.
+    let html = temp_file("recon-report.html");
+    let st = std::process::Command::new(tally_bin())
+        .current_dir(tally_integration_tests::repo_root())
+        .args(["runs", "report", &done.run_id, "--html"])
+        .arg(&html)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dom = render_in_chromium(&html).unwrap();
+    let text = strip_tags(&dom);
+    for want in [
+        format!("Reconciliation run {}", done.run_id),
+        "Settlement records in3,000".into(),
+        "Shards matched64 of 64".into(),
+        format!("Exceptions ({})", report.exceptions.len()),
+    ] {
+        assert!(text.contains(&want), "{want:?} not on the page: {text}");
+    }
+    for c in &report.currencies {
+        let row = format!(
+            "{cur}{}{}{}{}",
+            tally_domain::run::group_thousands(c.matched),
+            tally_domain::run::group_thousands(c.mismatched),
+            tally_domain::run::group_thousands(c.unmatched_settlement),
+            tally_domain::run::group_thousands(c.unmatched_internal),
+            cur = c.currency.code()
+        );
+        assert!(text.contains(&row), "breaks row {row:?} not on the page");
+    }
+    for e in &report.exceptions {
+        assert!(
+            text.contains(&e.transaction_id),
+            "exception {}",
+            e.transaction_id
+        );
+    }
+    assert_eq!(dom.matches("<rect").count(), 64, "one timeline bar a shard");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn a_canceled_reconciliation_stops_its_executions_and_the_next_landing_reconciles_the_day() {
+    use tally_domain::recon::Side;
+    let _g = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    let r = recon().await;
+    let (spec, [dat, csv, _]) = recon_files("ITRCANCEL", 2_000, 43);
+    let key = tally_domain::run::recon_key("ITRCANCEL", spec.file_date);
+    r.upload(Side::Settlement, "ITRCANCEL", spec.file_date, &dat)
+        .await
+        .unwrap();
+    // Its execution ingests, accepts the side and waits for the other one.
+    let started = std::time::Instant::now();
+    let live = loop {
+        let run = wait_for_key(&env, &key, RunStatus::Executing).await;
+        if run.progress.contains_key("settlement") {
+            break run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, arn) = live.executions.iter().next().unwrap();
+    let arn = arn.clone();
+    let canceled = runs::cancel(&env.runs(), &env.sfn, &live.run_id, "it")
+        .await
+        .unwrap();
+    assert_eq!(canceled.status, RunStatus::Canceled);
+    assert_eq!(canceled.cause.as_ref().unwrap().error, "CanceledByOperator");
+    // A second cancel changes nothing.
+    let again = runs::cancel(&env.runs(), &env.sfn, &live.run_id, "it")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.status, again.ended_at),
+        (canceled.status, canceled.ended_at)
+    );
+    // The waiting execution is stopped.
+    let ended = env.wait(&arn).await.unwrap();
+    assert!(
+        ended.status == "ABORTED" || ended.status == "FAILED",
+        "{ended:?}"
+    );
+    assert!(
+        r.report("ITRCANCEL", spec.file_date)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing reconciled"
+    );
+    // The sweeper leaves the canceled run as it is.
+    env.invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.runs().get(&live.run_id).await.unwrap().unwrap().status,
+        RunStatus::Canceled
+    );
+
+    // The other side lands: attempt 2 reconciles the day, with the
+    // settlement side the canceled run had accepted.
+    r.upload(Side::Internal, "ITRCANCEL", spec.file_date, &csv)
+        .await
+        .unwrap();
+    let done = wait_for_key(&env, &key, RunStatus::Success).await;
+    assert_ne!(done.run_id, live.run_id);
+    assert_eq!(done.attempt, 2);
+    let report: tally_domain::recon::rollup::Report = serde_json::from_str(
+        &r.report("ITRCANCEL", spec.file_date)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report, tally_domain::recon::sample::expected_report(&spec));
+    assert_eq!(
+        env.runs().get(&live.run_id).await.unwrap().unwrap().status,
+        RunStatus::Canceled,
+        "the canceled attempt stays canceled"
+    );
+}

@@ -80,6 +80,13 @@ pub struct Inspected {
     pub file_sequence: Option<u64>,
     /// The ingest task both branches run, as JSON.
     pub ingest_task: serde_json::Value,
+    /// The reconciliation run this execution works for (none when the
+    /// execution was started without its id, as a direct test invocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The execution (`$$.Execution.Id`), named in the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 /// The `source` of reconciliation events.
