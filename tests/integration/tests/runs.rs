@@ -793,3 +793,67 @@ async fn a_canceled_reconciliation_stops_its_executions_and_the_next_landing_rec
         "the canceled attempt stays canceled"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_sweeper_marks_a_run_canceled_when_its_execution_was_stopped_outside_tally() {
+    use tally_domain::recon::Side;
+    let _g = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    let r = recon().await;
+    let (spec, [dat, _, _]) = recon_files("ITRABORT", 500, 47);
+    let key = tally_domain::run::recon_key("ITRABORT", spec.file_date);
+    r.upload(Side::Settlement, "ITRABORT", spec.file_date, &dat)
+        .await
+        .unwrap();
+    // The execution waits for the internal side (in a Wait state, no task
+    // in flight) when it is stopped by someone other than Tally.
+    let started = std::time::Instant::now();
+    let live = loop {
+        let run = wait_for_key(&env, &key, RunStatus::Executing).await;
+        if run.progress.contains_key("settlement") {
+            break run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let arn = live.executions.values().next().unwrap().clone();
+    env.sfn
+        .stop_execution()
+        .execution_arn(&arn)
+        .cause("stopped from the console")
+        .send()
+        .await
+        .unwrap();
+    let ended = env.wait(&arn).await.unwrap();
+    assert_eq!(ended.status, "ABORTED", "{ended:?}");
+    assert_eq!(
+        env.runs().get(&live.run_id).await.unwrap().unwrap().status,
+        RunStatus::Executing,
+        "nothing in Tally saw the stop"
+    );
+    let out = env
+        .invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let fixed = out["fixed"].as_array().unwrap();
+    assert!(
+        fixed
+            .iter()
+            .any(|f| f["run_id"] == live.run_id.as_str() && f["to"] == "CANCELED"),
+        "{out}"
+    );
+    let swept = env.runs().get(&live.run_id).await.unwrap().unwrap();
+    assert_eq!(swept.status, RunStatus::Canceled);
+    assert_eq!(swept.cause.unwrap().error, "ExecutionAborted");
+    // A second sweep leaves it.
+    let again = env
+        .invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(!again["fixed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["run_id"] == live.run_id.as_str()));
+}
