@@ -131,6 +131,11 @@ pub async fn run_verdict<X: ExecutionLookup>(
     grace: Duration,
 ) -> Result<Option<(RunStatus, String, String)>, tally_aws::StoreError> {
     if r.executions.is_empty() {
+        // A reconciliation is created a moment before its first execution
+        // is named in it: give it the same grace as an INITIATED run.
+        if r.kind == tally_domain::run::RunKind::Recon && now - r.created_at < grace {
+            return Ok(None);
+        }
         let exec = match &r.execution_arn {
             Some(arn) => execs.describe(arn).await?,
             None => None,
@@ -390,6 +395,13 @@ mod tests {
                 Some(RunStatus::Success),
             ),
         ];
+        // Just made, no execution named yet: left alone for the grace period.
+        runs.insert(RunRecord::new_recon(
+            "NEW",
+            day,
+            1,
+            t("2026-11-21T02:59:00Z"),
+        ));
         for (program, statuses, report, _) in &cases {
             let mut r = RunRecord::new_recon(program, day, 1, t("2026-11-21T01:00:00Z"));
             for (i, st) in statuses.iter().enumerate() {
@@ -409,6 +421,14 @@ mod tests {
                 .unwrap();
             assert_eq!(r.status, want.unwrap_or(RunStatus::Executing), "{program}");
         }
+        assert_eq!(
+            runs.get(&tally_domain::run::recon_run_id("NEW", day, 1))
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RunStatus::Executing
+        );
         let broke = runs
             .get(&tally_domain::run::recon_run_id("BROKE", day, 1))
             .await
