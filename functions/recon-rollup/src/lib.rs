@@ -59,6 +59,10 @@ impl Config {
 pub struct Failure {
     pub object: serde_json::Value,
     pub error: serde_json::Value,
+    /// The execution's state when it failed (its `inspect.result.run_id`
+    /// names its run, once Inspect joined one).
+    #[serde(default)]
+    pub state: serde_json::Value,
 }
 
 /// `{"recon": …}` to roll up, or `{"failure": …}` to record a failed
@@ -288,12 +292,16 @@ async fn record_failure<R: ReconState, A: Publisher, U: RunStore>(
                 }),
             )
             .await?;
-        // The live run of this program and date fails with it.
-        if let Some(run) = runs
-            .current(&recon_key(&k.program_id, k.file_date))
-            .await?
-            .filter(|r| !r.status.is_terminal())
-        {
+        // The execution's own run fails with it (not whichever attempt is
+        // current: a late failure of an old execution leaves a later one be).
+        let own = failure.state["inspect"]["result"]["run_id"].as_str();
+        if let Some(run) = match own {
+            Some(id) => runs.get(id).await?,
+            None => None,
+        }
+        .filter(|r| {
+            !r.status.is_terminal() && r.business_key == recon_key(&k.program_id, k.file_date)
+        }) {
             let patch = Patch {
                 cause: Some(run_cause(&error, format!("{key}: {cause}"))),
                 ..Patch::default()

@@ -500,7 +500,8 @@ async fn a_recorded_failure_fails_the_live_run_with_its_cause() {
         &config(),
         serde_json::from_value(serde_json::json!({"failure": {
             "object": {"key": S_KEY},
-            "error": {"Error": "ContainerFailed", "Cause": "exited 3 times"}
+            "error": {"Error": "ContainerFailed", "Cause": "exited 3 times"},
+            "state": {"inspect": {"result": {"run_id": run_id}}}
         }}))
         .unwrap(),
     )

@@ -76,24 +76,57 @@ pub enum Settled {
     ClaimedElsewhere {
         recon_id: String,
     },
-    /// The run this execution joined has ended (failed, or succeeded with
-    /// another execution's work): nothing more to do here. A new landing
-    /// starts a new run.
-    RunEnded {
-        run_status: RunStatus,
-    },
 }
 
-/// What the run says about going on: a canceled run stops the execution
-/// with `RunCanceled`; another ended run ends it quietly.
-fn go_on(run_id: &str, hb: Heartbeat) -> Result<Option<Settled>, HandlerError> {
-    match hb {
-        Heartbeat::Continue | Heartbeat::NoRecord => Ok(None),
-        Heartbeat::Stop(RunStatus::Canceled) => Err(HandlerError {
-            name: errors::RUN_CANCELED,
-            message: format!("run {run_id} was canceled"),
-        }),
-        Heartbeat::Stop(st) => Ok(Some(Settled::RunEnded { run_status: st })),
+fn canceled(run_id: &str) -> HandlerError {
+    HandlerError {
+        name: errors::RUN_CANCELED,
+        message: format!("run {run_id} was canceled"),
+    }
+}
+
+/// Reports to the run through `report`; if the run was canceled, stops the
+/// execution with `RunCanceled`. If it ended otherwise (another execution
+/// reconciled and ended it `SUCCESS`, or a rejected file failed it) while
+/// this landing was on its way, this landing is work still to do: it joins
+/// the next attempt (as Inspect would have) and reports there. Returns the
+/// run the execution now works for.
+async fn report_to_run<U, F, Fut>(
+    runs: &U,
+    run_id: String,
+    program: &str,
+    date: chrono::NaiveDate,
+    execution_arn: Option<&str>,
+    report: F,
+) -> Result<String, HandlerError>
+where
+    U: RunStore,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Heartbeat, StoreError>>,
+{
+    match report(run_id.clone()).await? {
+        Heartbeat::Continue | Heartbeat::NoRecord => Ok(run_id),
+        Heartbeat::Stop(RunStatus::Canceled) => Err(canceled(&run_id)),
+        Heartbeat::Stop(ended) => {
+            let now = chrono::Utc::now();
+            let (next, _) = runs
+                .submit(&|a| tally_domain::run::RunRecord::new_recon(program, date, a, now))
+                .await?;
+            if let Some(arn) = execution_arn {
+                let name = arn.rsplit(':').next().unwrap_or(arn);
+                runs.attach(&next.run_id, name, arn, now).await?;
+            }
+            tracing::info!(run_id, %ended, next = next.run_id, "run ended under this landing: joined the next");
+            match report(next.run_id.clone()).await? {
+                Heartbeat::Continue | Heartbeat::NoRecord => Ok(next.run_id),
+                Heartbeat::Stop(RunStatus::Canceled) => Err(canceled(&next.run_id)),
+                Heartbeat::Stop(st) => Err(StoreError::Transient(format!(
+                    "run {} is {st} as soon as joined; retry",
+                    next.run_id
+                ))
+                .into()),
+            }
+        }
     }
 }
 
@@ -132,7 +165,8 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
 ) -> Result<Settled, HandlerError> {
     let i = input.inspect.result;
     let (program, date) = (i.program_id.as_str(), i.file_date);
-    let run_id = i.run_id.clone();
+    let mut run_id = i.run_id.clone();
+    let arn = i.execution_id.as_deref();
     let now = chrono::Utc::now;
     let outcome = state.outcome(&i.ingest_id).await?.ok_or_else(|| {
         StoreError::Permanent(format!(
@@ -171,15 +205,17 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     let m = manifest_from_outcome(&i, &outcome)?;
     // The side's records, as the run's progress; a canceled run stops here,
     // before the side is accepted.
-    if let Some(run_id) = &run_id {
+    if let Some(current) = run_id.take() {
         let side = match i.side {
             Side::Settlement => "settlement",
             Side::Internal => "internal",
         };
-        let hb = runs.heartbeat(run_id, side, m.records, now()).await?;
-        if let Some(ended) = go_on(run_id, hb)? {
-            return Ok(ended);
-        }
+        let records = m.records;
+        let joined = report_to_run(runs, current, program, date, arn, |r| async move {
+            runs.heartbeat(&r, side, records, now()).await
+        })
+        .await?;
+        run_id = Some(joined);
     }
     if let Acceptance::Superseded { current } = state.accept(program, date, &m).await? {
         return Ok(Settled::Superseded { current });
@@ -251,6 +287,16 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         shard_count: cfg.shard_count,
         control: settlement.as_ref().and_then(|m| m.control),
     };
+    // The plan before the claim: a run canceled now stops before this
+    // execution holds the reconciliation.
+    if let Some(current) = run_id.take() {
+        let (shards, exec) = (recon.shard_count, arn.unwrap_or_default());
+        let joined = report_to_run(runs, current, program, date, arn, |r| async move {
+            runs.plan(&r, shards, exec, now()).await
+        })
+        .await?;
+        run_id = Some(joined);
+    }
     if !state
         .claim(program, date, &recon.recon_id, &i.ingest_id)
         .await?
@@ -258,13 +304,6 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         return Ok(Settled::ClaimedElsewhere {
             recon_id: recon.recon_id,
         });
-    }
-    if let Some(run_id) = &run_id {
-        let arn = i.execution_id.as_deref().unwrap_or_default();
-        let hb = runs.plan(run_id, recon.shard_count, arn, now()).await?;
-        if let Some(ended) = go_on(run_id, hb)? {
-            return Ok(ended);
-        }
     }
     state
         .put_status(

@@ -204,3 +204,150 @@ async fn a_missing_ingest_outcome_is_an_error_not_a_guess() {
     .unwrap_err();
     assert_eq!(err.name, tally_domain::errors::STORE_ERROR);
 }
+
+mod runs {
+    use super::*;
+    use tally_aws::ports::{Patch, RunStore};
+    use tally_domain::run::{RunRecord, RunStatus};
+
+    async fn joined(runs: &MemoryRuns) -> String {
+        let now = chrono::Utc::now();
+        let (r, _) = runs
+            .submit(&|a| RunRecord::new_recon("ACME", "2026-11-20".parse().unwrap(), a, now))
+            .await
+            .unwrap();
+        r.run_id
+    }
+
+    fn in_run(side: Side, id: &str, run_id: &str) -> SettleInput {
+        let mut i = inspected(side, id);
+        i.run_id = Some(run_id.into());
+        i.execution_id = Some(format!("arn:aws:states:us-east-1:0:execution:recon:{id}"));
+        input(i, 0)
+    }
+
+    #[tokio::test]
+    async fn a_rejected_file_fails_its_run_with_line_field_and_expectation() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let run_id = joined(&runs).await;
+        state
+            .put_outcome(
+                "s-1",
+                &serde_json::json!({"outcome": "REJECTED", "reason":
+                    {"line": 7, "field": "amount", "expected": "12 digits", "found": "12a"}}),
+            )
+            .await
+            .unwrap();
+        let out = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(Side::Settlement, "s-1", &run_id),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, Settled::Rejected);
+        let r = runs.get(&run_id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Failure);
+        let c = r.cause.unwrap();
+        assert_eq!(c.error, "FileRejected");
+        assert!(
+            c.cause.contains("line 7") && c.cause.contains("amount"),
+            "{}",
+            c.cause
+        );
+    }
+
+    #[tokio::test]
+    async fn a_landing_whose_run_ended_under_it_joins_the_next_attempt_and_is_reconciled() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let first = joined(&runs).await;
+        applied(&state, "s-1", 7, true).await;
+        applied(&state, "i-1", 100, false).await;
+        settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(Side::Settlement, "s-1", &first),
+        )
+        .await
+        .unwrap();
+        // Another execution reconciles and ends the run; this landing (a
+        // corrected internal side) reaches Settle only afterwards.
+        runs.transition(
+            &first,
+            RunStatus::Success,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+        let out = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(Side::Internal, "i-1", &first),
+        )
+        .await
+        .unwrap();
+        let Settled::Ready {
+            run_id: Some(next),
+            recon,
+            ..
+        } = out
+        else {
+            panic!("the corrected side is reconciled: {out:?}")
+        };
+        assert_eq!(next, "recon-ACME-2026-11-20-a2");
+        assert_eq!(recon.internal_version, 100);
+        let r = runs.get(&next).await.unwrap().unwrap();
+        assert_eq!((r.status, r.units_total), (RunStatus::Executing, 4));
+        assert_eq!(r.progress["internal"], 10);
+        assert!(r.executions.contains_key("i-1"));
+    }
+
+    #[tokio::test]
+    async fn a_canceled_run_stops_settle_before_it_accepts_the_side() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let run_id = joined(&runs).await;
+        runs.transition(
+            &run_id,
+            RunStatus::Canceled,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+        applied(&state, "s-1", 7, true).await;
+        let err = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(Side::Settlement, "s-1", &run_id),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.name, errors::RUN_CANCELED);
+        let (settlement, _) = state
+            .manifests("ACME", "2026-11-20".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(settlement.is_none(), "the side was not accepted");
+    }
+}

@@ -142,8 +142,17 @@ pub async fn run_verdict<X: ExecutionLookup>(
         };
         return Ok(verdict(r, exec.as_ref(), now, grace));
     }
+    if r.executions.len() > EXECUTIONS_PER_RUN_MAX {
+        // Not all can be looked at: one of the others may still run.
+        tracing::warn!(
+            run_id = r.run_id,
+            executions = r.executions.len(),
+            "too many executions to settle the run"
+        );
+        return Ok(None);
+    }
     let mut verdicts = Vec::new();
-    for arn in r.executions.values().take(EXECUTIONS_PER_RUN_MAX) {
+    for arn in r.executions.values() {
         let exec = execs.describe(arn).await?;
         match verdict(r, exec.as_ref(), now, grace) {
             None => return Ok(None),

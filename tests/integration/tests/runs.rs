@@ -553,6 +553,15 @@ fn recon_files(
     (spec, files)
 }
 
+/// A program id of this test run's own (a re-run on the same stack starts
+/// afresh): the stem and five digits of the clock.
+fn unique(stem: &str) -> String {
+    format!(
+        "{stem}{:05}",
+        chrono::Utc::now().timestamp_millis() % 100_000
+    )
+}
+
 /// The `tally` binary `make test` builds beside the functions.
 fn tally_bin() -> std::path::PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -586,9 +595,10 @@ async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_
     let _g = exclusive().await;
     let env = Env::connect().await.unwrap();
     let r = recon().await;
-    let (spec, [dat, csv, _]) = recon_files("ITRUNS", 3_000, 41);
-    let key = tally_domain::run::recon_key("ITRUNS", spec.file_date);
-    r.upload(Side::Settlement, "ITRUNS", spec.file_date, &dat)
+    let program = unique("ITRU");
+    let (spec, [dat, csv, _]) = recon_files(&program, 3_000, 41);
+    let key = tally_domain::run::recon_key(&program, spec.file_date);
+    r.upload(Side::Settlement, &program, spec.file_date, &dat)
         .await
         .unwrap();
     // The settlement side's execution made the run and waits in it.
@@ -602,7 +612,7 @@ async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_
             "recon",
             "report",
             "--program",
-            "ITRUNS",
+            &program,
             "--date",
             DATE,
             "--wait",
@@ -612,7 +622,7 @@ async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", tally_bin().display()));
-    r.upload(Side::Internal, "ITRUNS", spec.file_date, &csv)
+    r.upload(Side::Internal, &program, spec.file_date, &csv)
         .await
         .unwrap();
     let out = tokio::task::spawn_blocking(move || cli.wait_with_output())
@@ -648,7 +658,7 @@ async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_
     assert_eq!((done.units_total, done.units.len()), (64, 64));
     assert_eq!(done.progress["settlement"], 3_000);
     let report: tally_domain::recon::rollup::Report =
-        serde_json::from_str(&r.report("ITRUNS", spec.file_date).await.unwrap().unwrap()).unwrap();
+        serde_json::from_str(&r.report(&program, spec.file_date).await.unwrap().unwrap()).unwrap();
     assert_eq!(report, tally_domain::recon::sample::expected_report(&spec));
     assert_eq!(done.counts["EXCEPTIONS"], report.exceptions.len() as u64);
     let matched: u64 = report.currencies.iter().map(|c| c.matched).sum();
@@ -719,9 +729,10 @@ async fn a_canceled_reconciliation_stops_its_executions_and_the_next_landing_rec
     let _g = exclusive().await;
     let env = Env::connect().await.unwrap();
     let r = recon().await;
-    let (spec, [dat, csv, _]) = recon_files("ITRCANCEL", 2_000, 43);
-    let key = tally_domain::run::recon_key("ITRCANCEL", spec.file_date);
-    r.upload(Side::Settlement, "ITRCANCEL", spec.file_date, &dat)
+    let program = unique("ITRC");
+    let (spec, [dat, csv, _]) = recon_files(&program, 2_000, 43);
+    let key = tally_domain::run::recon_key(&program, spec.file_date);
+    r.upload(Side::Settlement, &program, spec.file_date, &dat)
         .await
         .unwrap();
     // Its execution ingests, accepts the side and waits for the other one.
@@ -756,36 +767,20 @@ async fn a_canceled_reconciliation_stops_its_executions_and_the_next_landing_rec
         "{ended:?}"
     );
     assert!(
-        r.report("ITRCANCEL", spec.file_date)
-            .await
-            .unwrap()
-            .is_none(),
+        r.report(&program, spec.file_date).await.unwrap().is_none(),
         "nothing reconciled"
-    );
-    // The sweeper leaves the canceled run as it is.
-    env.invoke("run-sweeper", &serde_json::json!({}))
-        .await
-        .unwrap();
-    assert_eq!(
-        env.runs().get(&live.run_id).await.unwrap().unwrap().status,
-        RunStatus::Canceled
     );
 
     // The other side lands: attempt 2 reconciles the day, with the
     // settlement side the canceled run had accepted.
-    r.upload(Side::Internal, "ITRCANCEL", spec.file_date, &csv)
+    r.upload(Side::Internal, &program, spec.file_date, &csv)
         .await
         .unwrap();
     let done = wait_for_key(&env, &key, RunStatus::Success).await;
     assert_ne!(done.run_id, live.run_id);
     assert_eq!(done.attempt, 2);
-    let report: tally_domain::recon::rollup::Report = serde_json::from_str(
-        &r.report("ITRCANCEL", spec.file_date)
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let report: tally_domain::recon::rollup::Report =
+        serde_json::from_str(&r.report(&program, spec.file_date).await.unwrap().unwrap()).unwrap();
     assert_eq!(report, tally_domain::recon::sample::expected_report(&spec));
     assert_eq!(
         env.runs().get(&live.run_id).await.unwrap().unwrap().status,
@@ -801,9 +796,10 @@ async fn the_sweeper_marks_a_run_canceled_when_its_execution_was_stopped_outside
     let _g = exclusive().await;
     let env = Env::connect().await.unwrap();
     let r = recon().await;
-    let (spec, [dat, _, _]) = recon_files("ITRABORT", 500, 47);
-    let key = tally_domain::run::recon_key("ITRABORT", spec.file_date);
-    r.upload(Side::Settlement, "ITRABORT", spec.file_date, &dat)
+    let program = unique("ITRA");
+    let (spec, [dat, _, _]) = recon_files(&program, 500, 47);
+    let key = tally_domain::run::recon_key(&program, spec.file_date);
+    r.upload(Side::Settlement, &program, spec.file_date, &dat)
         .await
         .unwrap();
     // The execution waits for the internal side (in a Wait state, no task
