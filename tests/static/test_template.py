@@ -88,13 +88,15 @@ def iam_statements(template: dict):
 # The only wildcards allowed, each the last segment under one resource of
 # ours, where the names cannot be known in advance: objects under one prefix
 # of the landing bucket, the ECS tasks of the reconciliation cluster, and the
-# executions of the COB state machine.
+# executions of the two state machines.
 # No action, and no resource of any other shape, may hold a '*'.
 SCOPED_WILDCARDS = {
     *(f"${{LandingBucket.Arn}}/{prefix}/*" for prefix in ("settlement", "internal", "rejected", "reports", "state")),
     "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${ReconCluster}/*",
-    # The sweeper describes executions of the COB state machine: run ids.
+    # The sweeper describes executions of the COB state machine (run ids)
+    # and of the reconciliation state machine (one per landed object).
     "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-accrual-cob:*",
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-reconciliation:*",
 }
 
 
