@@ -127,24 +127,7 @@ pub fn cob_html(r: &RunRecord) -> String {
         format!("{} ({})", esc(n), secs(u.duration_ms))
     });
     let mut h = String::new();
-    h.push_str(&format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Tally COB {id}</title><style>{STYLE}</style></head><body>\
-         <h1>COB run <code>{id}</code> <span class=\"badge {st}\" id=\"status\">{st}</span></h1>\
-         <div class=\"muted\">business date {date} · attempt {attempt} · key {key}</div>",
-        id = esc(&r.run_id),
-        st = r.status.as_str(),
-        date = r.business_date,
-        attempt = r.attempt,
-        key = esc(&r.business_key),
-    ));
-    if let Some(c) = &r.cause {
-        h.push_str(&format!(
-            "<div class=\"cause\" id=\"cause\"><b>{}</b> {}</div>",
-            esc(&c.error),
-            esc(&c.cause)
-        ));
-    }
+    head(&mut h, r, "COB");
     if let Some(d) = &r.duplicate_of {
         h.push_str(&format!(
             "<p class=\"muted\">Started while {} held the date; the ledger posted each day once.</p>",
@@ -222,6 +205,7 @@ pub fn cob_html(r: &RunRecord) -> String {
 /// Exception rows a reconciliation page shows; the CSV has them all.
 pub const EXCEPTIONS_SHOWN_MAX: usize = 1_000;
 
+/// The page's head, title line and the cause, for both kinds of run.
 fn head(h: &mut String, r: &RunRecord, what: &str) {
     h.push_str(&format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\

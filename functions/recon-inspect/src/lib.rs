@@ -6,10 +6,10 @@ use serde::Deserialize;
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{ObjectRef, ObjectSource, ReconState, RunStore};
+use tally_aws::runs::join_recon_run;
 use tally_domain::recon::pipeline::{ingest_id, Inspected, PipelineStatus};
 use tally_domain::recon::settlement::parse_header;
 use tally_domain::recon::{ObjectKey, Side};
-use tally_domain::run::RunRecord;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 #[derive(Debug, Clone)]
@@ -48,31 +48,6 @@ pub struct InspectInput {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExecutionRef {
     pub id: String,
-}
-
-/// Joins the execution to the live reconciliation run of its program and
-/// date, or starts attempt N+1 when the last one has ended (a landing after
-/// the end is a new version to reconcile). Two sides landing at once join
-/// one run: `submit` is a conditional claim on the business key.
-async fn join_run<U: RunStore>(
-    runs: &U,
-    program: &str,
-    date: chrono::NaiveDate,
-    execution_arn: &str,
-) -> Result<String, HandlerError> {
-    let now = chrono::Utc::now();
-    let (run, new) = runs
-        .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
-        .await?;
-    let name = execution_arn.rsplit(':').next().unwrap_or(execution_arn);
-    runs.attach(&run.run_id, name, execution_arn, now).await?;
-    tracing::info!(
-        run_id = run.run_id,
-        new,
-        execution = name,
-        "joined reconciliation run"
-    );
-    Ok(run.run_id)
 }
 
 pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
@@ -124,7 +99,11 @@ pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
     }
     let execution_id = input.execution.map(|e| e.id);
     let run_id = match (&key, &execution_id) {
-        (Some(_), Some(arn)) => Some(join_run(runs, &program_id, file_date, arn).await?),
+        (Some(_), Some(arn)) => {
+            let (run, new) = join_recon_run(runs, &program_id, file_date, Some(arn)).await?;
+            tracing::info!(run_id = run.run_id, new, execution = %arn, "joined reconciliation run");
+            Some(run.run_id)
+        }
         _ => None,
     };
     let version = (side == Side::Internal).then_some(input.uploaded_at_ms);

@@ -19,7 +19,7 @@ use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{
     Acceptance, Heartbeat, Patch, Publisher, ReconState, RunStore, SideManifest,
 };
-use tally_aws::runs::cause;
+use tally_aws::runs::{cause, join_recon_run};
 use tally_aws::StoreError;
 use tally_domain::errors;
 use tally_domain::recon::matching::ControlSums;
@@ -108,14 +108,7 @@ where
         Heartbeat::Continue | Heartbeat::NoRecord => Ok(run_id),
         Heartbeat::Stop(RunStatus::Canceled) => Err(canceled(&run_id)),
         Heartbeat::Stop(ended) => {
-            let now = chrono::Utc::now();
-            let (next, _) = runs
-                .submit(&|a| tally_domain::run::RunRecord::new_recon(program, date, a, now))
-                .await?;
-            if let Some(arn) = execution_arn {
-                let name = arn.rsplit(':').next().unwrap_or(arn);
-                runs.attach(&next.run_id, name, arn, now).await?;
-            }
+            let (next, _) = join_recon_run(runs, program, date, execution_arn).await?;
             tracing::info!(run_id, %ended, next = next.run_id, "run ended under this landing: joined the next");
             match report(next.run_id.clone()).await? {
                 Heartbeat::Continue | Heartbeat::NoRecord => Ok(next.run_id),

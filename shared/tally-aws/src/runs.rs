@@ -808,6 +808,28 @@ pub fn run_totals(totals: &[tally_domain::cob::CurrencyTotal]) -> Vec<RunTotal> 
 }
 
 /// A cause from an error name and message.
+/// Joins a reconciliation execution to the live run of its program and
+/// date, or starts attempt N+1 when the last one has ended (a landing after
+/// the end is a new version to reconcile), and names the execution in it.
+/// Two sides landing at once join one run: `submit` is a conditional claim
+/// on the business key. Returns the run and whether it is new.
+pub async fn join_recon_run<U: RunStore>(
+    runs: &U,
+    program: &str,
+    date: chrono::NaiveDate,
+    execution_arn: Option<&str>,
+) -> Result<(RunRecord, bool), StoreError> {
+    let now = Utc::now();
+    let (run, new) = runs
+        .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
+        .await?;
+    if let Some(arn) = execution_arn {
+        let name = arn.rsplit(':').next().unwrap_or(arn);
+        runs.attach(&run.run_id, name, arn, now).await?;
+    }
+    Ok((run, new))
+}
+
 pub fn cause(error: impl Into<String>, cause: impl Into<String>) -> RunCause {
     RunCause {
         error: error.into(),

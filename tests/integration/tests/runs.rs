@@ -587,6 +587,20 @@ async fn wait_for_key(env: &Env, key: &str, status: RunStatus) -> RunRecord {
     }
 }
 
+/// Polls the run of `key` until it is `EXECUTING` with its settlement side
+/// accepted (5 min at most): its execution then waits for the other side.
+async fn settlement_accepted(env: &Env, key: &str) -> RunRecord {
+    let started = std::time::Instant::now();
+    loop {
+        let run = wait_for_key(env, key, RunStatus::Executing).await;
+        if run.progress.contains_key("settlement") {
+            return run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: make test"]
 async fn a_reconciliation_run_joins_both_sides_reports_its_shards_and_ends_with_the_reports_figures(
@@ -736,15 +750,7 @@ async fn a_canceled_reconciliation_stops_its_executions_and_the_next_landing_rec
         .await
         .unwrap();
     // Its execution ingests, accepts the side and waits for the other one.
-    let started = std::time::Instant::now();
-    let live = loop {
-        let run = wait_for_key(&env, &key, RunStatus::Executing).await;
-        if run.progress.contains_key("settlement") {
-            break run;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{run:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let live = settlement_accepted(&env, &key).await;
     let (_, arn) = live.executions.iter().next().unwrap();
     let arn = arn.clone();
     let canceled = runs::cancel(&env.runs(), &env.sfn, &live.run_id, "it")
@@ -804,15 +810,7 @@ async fn the_sweeper_marks_a_run_canceled_when_its_execution_was_stopped_outside
         .unwrap();
     // The execution waits for the internal side (in a Wait state, no task
     // in flight) when it is stopped by someone other than Tally.
-    let started = std::time::Instant::now();
-    let live = loop {
-        let run = wait_for_key(&env, &key, RunStatus::Executing).await;
-        if run.progress.contains_key("settlement") {
-            break run;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{run:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let live = settlement_accepted(&env, &key).await;
     let arn = live.executions.values().next().unwrap().clone();
     env.sfn
         .stop_execution()
