@@ -56,7 +56,7 @@ impl AwsIngest {
 
     /// Ingests, then records the outcome (and quarantines a rejected file).
     pub async fn run(&self, task: IngestTask) -> Result<IngestOutcome, HandlerError> {
-        let obj = task.object.clone();
+        let (obj, version) = (task.object.clone(), task.version);
         let outcome = ingest(
             &self.objects,
             &self.records,
@@ -66,7 +66,15 @@ impl AwsIngest {
             task,
         )
         .await?;
-        record_outcome(&self.state, &self.objects, &self.alarms, &obj, &outcome).await?;
+        record_outcome(
+            &self.state,
+            &self.objects,
+            &self.alarms,
+            &obj,
+            version,
+            &outcome,
+        )
+        .await?;
         match &outcome {
             IngestOutcome::Applied {
                 records,

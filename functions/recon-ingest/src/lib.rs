@@ -239,7 +239,8 @@ pub async fn quarantine<Q: Quarantine, A: Publisher>(
 
 /// After an ingest: a rejected file is quarantined (with an alarm) and its
 /// program and date marked `REJECTED` with the reason; then the outcome is
-/// stored under the ingest's id, where the settle step reads it (the
+/// stored under the ingest's id (`version`: the task's, which internal
+/// records' ids include), where the settle step reads it (the
 /// container branch returns nothing to the state machine). Every write
 /// overwrites with the same value, so a retry is harmless.
 pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
@@ -247,6 +248,7 @@ pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
     q: &Q,
     alarms: &A,
     obj: &ObjectRef,
+    version: Option<u64>,
     outcome: &IngestOutcome,
 ) -> Result<(), HandlerError> {
     if let IngestOutcome::Rejected { reason, side } = outcome {
@@ -269,7 +271,7 @@ pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
                 .await?;
         }
     }
-    let id = ingest_id(&obj.key, &obj.etag);
+    let id = ingest_id(&obj.key, &obj.etag, version);
     let json = serde_json::to_value(outcome)
         .map_err(|e| StoreError::Permanent(format!("ingest outcome: {e}")))?;
     state.put_outcome(&id, &json).await?;
@@ -327,7 +329,7 @@ where
         ),
         Summary::Internal(_) => (task.version.unwrap_or(0), None),
     };
-    let id = ingest_id(&obj.key, &obj.etag);
+    let id = ingest_id(&obj.key, &obj.etag, task.version);
     let fault = task.fault.clone().filter(|_| cfg.fault_injection);
     let start = progress.checkpoint(&id).await?.unwrap_or(Checkpoint {
         offset_bytes: 0,

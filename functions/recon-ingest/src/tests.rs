@@ -131,7 +131,7 @@ async fn an_ingest_stopped_part_way_resumes_from_its_checkpoint_without_double_c
     });
     let err = w.ingest(&cfg(100), t.clone()).await.unwrap_err();
     assert_eq!(err.name, tally_domain::errors::TRANSIENT_STORE_ERROR);
-    let id = ingest_id(KEY, &obj.etag);
+    let id = ingest_id(KEY, &obj.etag, None);
     let cp = w.progress.get(&id).unwrap();
     assert_eq!(cp.records_applied, 300);
     assert_eq!(w.records.records(Side::Settlement).len(), 300);
@@ -322,4 +322,36 @@ async fn a_file_with_an_unmasked_pan_is_not_copied_and_the_pan_is_in_no_record_o
         .1
         .contains("4111111111111111"));
     assert_eq!(w.records.puts(), 0);
+}
+
+#[tokio::test]
+async fn the_same_internal_records_uploaded_again_are_a_new_version_written_under_it() {
+    let w = World::new();
+    let key = "internal/ACME/2026-11-20/auths.csv";
+    let obj = w
+        .objects
+        .put(key, sample::internal_file(&spec(300)).into_bytes());
+    let mut t = task(obj.clone());
+    t.version = Some(1_000);
+    let first = w.ingest(&cfg(100), t.clone()).await.unwrap();
+    let n = applied(&first).0;
+    assert!(n >= 300, "{first:?}");
+    // Uploaded again, unchanged (same ETag), later: its own ingest, which
+    // does not find the first one's finished checkpoint, and writes every
+    // record under the new version.
+    t.version = Some(2_000);
+    let second = w.ingest(&cfg(100), t).await.unwrap();
+    assert_eq!(applied(&second), (n, 0, 0));
+    let records = w.records.records(Side::Internal);
+    for v in [1_000, 2_000] {
+        assert_eq!(
+            records.iter().filter(|r| r.version == v).count() as u64,
+            n,
+            "version {v}"
+        );
+    }
+    assert_ne!(
+        ingest_id(key, &obj.etag, Some(1_000)),
+        ingest_id(key, &obj.etag, Some(2_000))
+    );
 }

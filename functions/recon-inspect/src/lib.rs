@@ -61,7 +61,6 @@ pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
     // A key that is not a landing key is rejected by the ingest, with the
     // reason quarantined like any other rejection; here it only needs a name.
     let key = ObjectKey::parse(&obj.key).ok();
-    let ingest_id = ingest_id(&obj.key, &obj.etag);
     let mut file_sequence = None;
     if key.as_ref().is_some_and(|k| k.side == Side::Settlement) {
         let mut r = objects.open(&obj, 0).await?;
@@ -81,6 +80,8 @@ pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
         // Nothing to record a status under; the ingest rejects it.
         None => (Side::Settlement, String::new(), chrono::NaiveDate::MIN),
     };
+    let version = (side == Side::Internal).then_some(input.uploaded_at_ms);
+    let ingest_id = ingest_id(&obj.key, &obj.etag, version);
     if key.is_some() {
         state
             .put_status(
@@ -106,7 +107,6 @@ pub async fn inspect<S: ObjectSource, R: ReconState, U: RunStore>(
         }
         _ => None,
     };
-    let version = (side == Side::Internal).then_some(input.uploaded_at_ms);
     Ok(Inspected {
         side,
         program_id,

@@ -377,7 +377,7 @@ impl RecordSink for MemoryRecords {
                     (
                         format!("{side:?}"),
                         r.pk.clone(),
-                        r.txn.transaction_id.clone(),
+                        crate::recon::record_sk(r.version, &r.txn.transaction_id),
                     ),
                     r.clone(),
                 );
@@ -563,7 +563,8 @@ impl RecordSource for MemoryRecords {
         pk: &str,
         version: u64,
     ) -> Result<Vec<StoredTxn>, StoreError> {
-        // BTreeMap order is (side, pk, transaction id): already sorted by id.
+        // BTreeMap order is (side, pk, version, transaction id): one
+        // version's records are already sorted by id.
         Ok(self
             .records(side)
             .into_iter()

@@ -2,12 +2,17 @@
 //! ingest checkpoints in DynamoDB.
 //!
 //! Records: one table per side (settlement, internal), each keyed
-//! `pk = ProgramID#FileDate#ShardN`, `sk = TransactionID`. Sharding the
-//! partition key spreads one program's heavy day over `RECON_SHARD_COUNT`
-//! DynamoDB partitions instead of one hot key. A record is written with a
-//! plain put: the same record written again is the same item, so every retry
-//! is idempotent; `version` (the settlement file sequence, or the internal
-//! records' version) tells a corrected file's records from the earlier one's.
+//! `pk = ProgramID#FileDate#ShardN`, `sk = v<version>#TransactionID`.
+//! Sharding the partition key spreads one program's heavy day over
+//! `RECON_SHARD_COUNT` DynamoDB partitions instead of one hot key. A record
+//! is written with a plain put: the same record written again is the same
+//! item, so every retry is idempotent. The version (the settlement file
+//! sequence, or the internal records' upload time) is part of the key, so
+//! each version of a side is its own set of items: a corrected file never
+//! mixes with the earlier one's records, and an older file re-sent after a
+//! newer one (which Settle then finds superseded) cannot overwrite the
+//! records the newer one's reconciliation reads. A reconciliation reads its
+//! versions by key prefix.
 //!
 //! Checkpoints live in the reconciliation state table
 //! (`pk = INGEST#<ingest id>`, `sk = CHECKPOINT`) and only move forward: the
@@ -108,12 +113,23 @@ impl DynamoRecords {
     }
 }
 
+/// A record's sort key: its version, then its transaction id (so one
+/// version's records are one key range, in transaction id order).
+pub fn record_sk(version: u64, transaction_id: &str) -> String {
+    format!("{}{transaction_id}", version_prefix(version))
+}
+
+fn version_prefix(version: u64) -> String {
+    format!("v{version}#")
+}
+
 /// The stored form of a record.
 pub fn record_item(r: &StoredTxn) -> Item {
     let t = &r.txn;
     let mut item: Item = [
         ("pk", s(&r.pk)),
-        ("sk", s(&t.transaction_id)),
+        ("sk", s(record_sk(r.version, &t.transaction_id))),
+        ("transaction_id", s(&t.transaction_id)),
         ("version", n(r.version)),
         ("line", n(r.line)),
         ("auth_code", s(&t.auth_code)),
@@ -157,7 +173,7 @@ pub fn record_from_item(item: &Item) -> Result<StoredTxn, StoreError> {
     Ok(StoredTxn {
         pk: get("pk")?.to_owned(),
         txn: Txn {
-            transaction_id: get("sk")?.to_owned(),
+            transaction_id: get("transaction_id")?.to_owned(),
             auth_code: get("auth_code")?.to_owned(),
             masked_pan: get("masked_pan")?.to_owned(),
             transaction_date: get("transaction_date")?
@@ -602,10 +618,9 @@ impl RecordSource for DynamoRecords {
                 .query()
                 .table_name(self.table(side))
                 .consistent_read(true)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("version = :v")
+                .key_condition_expression("pk = :pk AND begins_with(sk, :v)")
                 .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":v", n(version))
+                .expression_attribute_values(":v", s(version_prefix(version)))
                 .set_exclusive_start_key(start)
                 .send()
                 .await

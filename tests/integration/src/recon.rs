@@ -29,6 +29,9 @@ pub async fn stage(r: &Recon, side: &str, program: &str, date: &str, file: &Path
     key
 }
 
+/// The upload time [`start_direct`] gives (the internal records' version).
+pub const STAGED_UPLOADED_AT_MS: u64 = 1_700_000_000_000;
+
 /// Starts the reconciliation of a staged object as the trigger would, with
 /// `extra` fields merged into the input (test-only: `large_file_bytes`,
 /// `fault`), under execution `name`.
@@ -48,7 +51,7 @@ pub async fn start_direct(r: &Recon, key: &str, name: &str, extra: serde_json::V
             "etag": head.e_tag().unwrap_or_default().trim_matches('"'),
             "size_bytes": head.content_length().unwrap_or_default(),
         },
-        "uploaded_at_ms": 1_700_000_000_000u64,
+        "uploaded_at_ms": STAGED_UPLOADED_AT_MS,
     });
     for (k, v) in extra.as_object().into_iter().flatten() {
         input[k] = v.clone();
@@ -78,7 +81,12 @@ pub async fn staged_outcome(r: &Recon, key: &str) -> serde_json::Value {
             .trim_matches('"')
             .to_owned();
     r.state
-        .outcome(&tally_domain::recon::pipeline::ingest_id(key, &etag))
+        .outcome(&tally_domain::recon::pipeline::ingest_id(
+            key,
+            &etag,
+            key.starts_with("internal/")
+                .then_some(STAGED_UPLOADED_AT_MS),
+        ))
         .await
         .expect("the ingest's outcome")
         .unwrap_or_default()

@@ -48,14 +48,17 @@ impl PipelineStatus {
 }
 
 /// The id of an ingest of one object version: side, program, date and ETag
-/// (quotes dropped); `unparsable#<key>#<etag>` for a key that is not a
+/// (quotes dropped), and for internal records their version (the upload
+/// time: the same content uploaded again is a new version, whose records
+/// are written under it); `unparsable#<key>#<etag>` for a key that is not a
 /// landing key (its ingest rejects it). Checkpoints and outcomes are stored
 /// under it, so inspect, ingest and settle must all name it this way.
-pub fn ingest_id(object_key: &str, etag: &str) -> String {
+pub fn ingest_id(object_key: &str, etag: &str, version: Option<u64>) -> String {
     let etag = etag.trim_matches('"');
+    let v = version.map(|v| format!("#v{v}")).unwrap_or_default();
     match super::ObjectKey::parse(object_key) {
         Ok(k) => format!(
-            "{}#{}#{}#{etag}",
+            "{}#{}#{}#{etag}{v}",
             k.side.as_str(),
             k.program_id,
             k.file_date
