@@ -403,6 +403,9 @@ fn print_record(r: &tally_domain::run::RunRecord) {
     if let Some(c) = &r.cause {
         eprintln!("  cause: {} {}", c.error, c.cause);
     }
+    for (name, c) in &r.idle {
+        eprintln!("  {name}: nothing to do: {} {}", c.error, c.cause);
+    }
     if let Some(d) = &r.duplicate_of {
         eprintln!("  started while {d} held the date (the ledger posted each day once)");
     }

@@ -266,6 +266,21 @@ pub fn recon_html(r: &RunRecord, report: Option<&tally_domain::recon::rollup::Re
         r.executions.len(),
         r.report_key.as_deref().map_or("-".into(), esc),
     ));
+    if !r.idle.is_empty() {
+        h.push_str(
+            "<h2>Landings with nothing to do</h2><table id=\"idle\">\
+             <tr><th>Execution</th><th>Found</th><th>Detail</th></tr>",
+        );
+        for (name, c) in &r.idle {
+            h.push_str(&format!(
+                "<tr class=\"idle\"><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(&c.error),
+                esc(&c.cause)
+            ));
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Shard timeline</h2>");
     h.push_str(&timeline(r, "records"));
     let Some(rep) = report else {
@@ -456,9 +471,32 @@ mod tests {
         let rows = h.matches("<tr><td>").count(); // exception rows (the others start <tr><th> or <tr data-)
         assert_eq!(rows, rep.exceptions.len().min(EXCEPTIONS_SHOWN_MAX));
         assert!(h.contains(&rep.exceptions[0].transaction_id));
+        assert!(!h.contains("id=\"idle\""), "no landing was idle");
         // No report: said so, no breaks table.
         r.status = RunStatus::Canceled;
         let h = recon_html(&r, None);
         assert!(h.contains("the run did not reconcile") && !h.contains("data-currency"));
+    }
+
+    #[test]
+    fn a_reconciliation_page_lists_the_landings_that_had_nothing_to_do() {
+        let mut r = RunRecord::new_recon(
+            "ACME",
+            "2026-11-20".parse().unwrap(),
+            2,
+            t("2026-11-21T01:00:00Z"),
+        );
+        r.status = RunStatus::Success;
+        r.idle.insert(
+            "e-7".into(),
+            RunCause {
+                error: "Superseded".into(),
+                cause: "settlement/ACME/2026-11-20/v7.dat: version 7 <older> than 8".into(),
+            },
+        );
+        let h = recon_html(&r, None);
+        assert!(h.contains("<h2>Landings with nothing to do</h2>"));
+        assert_eq!(h.matches("<tr class=\"idle\">").count(), 1);
+        assert!(h.contains("<code>e-7</code></td><td>Superseded</td><td>settlement/ACME/2026-11-20/v7.dat: version 7 &lt;older&gt; than 8</td>"), "{h}");
     }
 }

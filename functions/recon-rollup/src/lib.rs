@@ -4,7 +4,9 @@
 //! The completion watermark is the count of stored summaries of this
 //! reconciliation: fewer than `shard_count` is `ReconIncomplete`, which the
 //! state machine retries; it never rolls up "whatever is there". The report
-//! and the exceptions CSV go to `reports/<program>/<date>/`, the status
+//! and the exceptions CSV go to `reports/<program>/<date>/s<S>-i<I>/` (the
+//! reconciliation's own, never overwritten by a later one) and, copied, to
+//! `reports/<program>/<date>/` (the day's latest), the status
 //! record says `RECONCILED`, `bank.recon.reconciliation_completed` goes on
 //! the bus, and an alarm goes out when the breaks exceed the tolerance or
 //! the control totals disagree. Every write overwrites with what the same
@@ -91,11 +93,30 @@ pub struct RolledUp {
     pub counts: std::collections::BTreeMap<String, u64>,
 }
 
-pub fn report_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
+/// The reconciliation's own report: each pair of side versions has its
+/// own, so a later reconciliation of the day never overwrites an earlier
+/// one's (its run's report stays what that run found).
+pub fn report_key(recon: &Recon) -> String {
+    format!("{}/report.json", recon_prefix(recon))
+}
+
+pub fn exceptions_key(recon: &Recon) -> String {
+    format!("{}/exceptions.csv", recon_prefix(recon))
+}
+
+fn recon_prefix(r: &Recon) -> String {
+    format!(
+        "reports/{}/{}/s{}-i{}",
+        r.program_id, r.file_date, r.settlement_version, r.internal_version
+    )
+}
+
+/// The day's latest report: a copy of the last reconciliation's.
+pub fn latest_report_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
     format!("reports/{program_id}/{file_date}/report.json")
 }
 
-pub fn exceptions_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
+pub fn latest_exceptions_key(program_id: &str, file_date: chrono::NaiveDate) -> String {
     format!("reports/{program_id}/{file_date}/exceptions.csv")
 }
 
@@ -163,14 +184,19 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
     })?;
     let json =
         serde_json::to_vec(&report).map_err(|e| StoreError::Permanent(format!("report: {e}")))?;
-    let key = report_key(program, date);
-    blobs.put(&key, json, "application/json").await?;
+    let key = report_key(&recon);
+    let csv = exceptions_csv(&report).into_bytes();
+    // Its own first, then the day's latest: a rollup that dies between them
+    // is retried and writes both again.
+    blobs.put(&key, json.clone(), "application/json").await?;
     blobs
-        .put(
-            &exceptions_key(program, date),
-            exceptions_csv(&report).into_bytes(),
-            "text/csv",
-        )
+        .put(&exceptions_key(&recon), csv.clone(), "text/csv")
+        .await?;
+    blobs
+        .put(&latest_report_key(program, date), json, "application/json")
+        .await?;
+    blobs
+        .put(&latest_exceptions_key(program, date), csv, "text/csv")
         .await?;
     let exceptions = report.exceptions.len() as u64;
     let over_difference = report

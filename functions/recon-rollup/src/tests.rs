@@ -92,7 +92,7 @@ impl World {
         )
         .await
         .unwrap();
-        let id = tally_domain::recon::pipeline::ingest_id(key, &obj.etag);
+        let id = tally_domain::recon::pipeline::ingest_id(key, &obj.etag, version);
         self.state
             .put_outcome(&id, &serde_json::to_value(&outcome).unwrap())
             .await
@@ -218,11 +218,19 @@ async fn a_day_with_injected_breaks_gives_exactly_the_expected_report() {
     let status = w.state.status("ACME", s.file_date).await.unwrap().unwrap();
     assert_eq!(status["status"], "RECONCILED");
     // The exceptions CSV has a header and one line per exception.
-    let csv = String::from_utf8(
-        w.blobs.objects.lock().unwrap()[&exceptions_key("ACME", s.file_date)].clone(),
-    )
-    .unwrap();
+    let objects = w.blobs.objects.lock().unwrap().clone();
+    let csv = String::from_utf8(objects[&exceptions_key(&recon)].clone()).unwrap();
     assert_eq!(csv.lines().count(), 1 + expected.exceptions.len());
+    // The reconciliation's own objects, and the day's latest copies of them.
+    assert_eq!(done.report_key, "reports/ACME/2026-11-20/s3-i1/report.json");
+    assert_eq!(
+        objects[&latest_report_key("ACME", s.file_date)],
+        objects[&done.report_key]
+    );
+    assert_eq!(
+        objects[&latest_exceptions_key("ACME", s.file_date)],
+        objects[&exceptions_key(&recon)]
+    );
 
     // Matching and rolling up again (a retried step) gives the same report.
     let again = w.reconcile(recon).await;
@@ -452,7 +460,7 @@ async fn a_canceled_reconciliation_stops_before_its_shards_write() {
         program_id: "ACME".into(),
         file_date: s.file_date,
         key: S_KEY.into(),
-        ingest_id: tally_domain::recon::pipeline::ingest_id(S_KEY, "x"),
+        ingest_id: tally_domain::recon::pipeline::ingest_id(S_KEY, "x", None),
         size_bytes: 1,
         large_file_bytes: u64::MAX,
         file_sequence: None,
@@ -464,7 +472,7 @@ async fn a_canceled_reconciliation_stops_before_its_shards_write() {
         .objects
         .put(S_KEY, sample::settlement_file(&s).into_bytes())
         .etag;
-    i.ingest_id = tally_domain::recon::pipeline::ingest_id(S_KEY, &obj_etag);
+    i.ingest_id = tally_domain::recon::pipeline::ingest_id(S_KEY, &obj_etag, None);
     let err = settle(
         &w.state,
         &w.bus,
@@ -516,4 +524,75 @@ async fn a_recorded_failure_fails_the_live_run_with_its_cause() {
         "{}",
         c.cause
     );
+}
+
+#[tokio::test]
+async fn each_reconciliation_of_a_day_keeps_its_own_report_and_its_run_points_at_it() {
+    let w = World::new();
+    let s = spec();
+    let first_run = w.join().await;
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    let Settled::Ready { recon, .. } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in")
+    };
+    let first = w.reconcile(recon).await;
+    let expected = sample::expected_report(&s);
+    assert_eq!(w.report(&first.report_key), expected);
+    // A corrected internal side lands: a new attempt, a new reconciliation.
+    // (One authorisation fewer: its transaction is now unmatched.)
+    let second_run = w.join().await;
+    assert_ne!(second_run, first_run);
+    let full = sample::internal_file(&s);
+    let mut lines: Vec<&str> = full.lines().collect();
+    lines.pop();
+    let corrected = lines.join("\n") + "\n";
+    let Settled::Ready { recon, .. } = w.land(I_KEY, corrected, Some(2)).await else {
+        panic!("the corrected side is reconciled")
+    };
+    let second = w.reconcile(recon).await;
+    assert_ne!(second.report_key, first.report_key);
+    assert_ne!(w.report(&second.report_key), expected);
+    // The first reconciliation's report is still what it found.
+    assert_eq!(w.report(&first.report_key), expected);
+    // The day's latest copy is the second's.
+    assert_eq!(
+        w.report(&latest_report_key("ACME", s.file_date)),
+        w.report(&second.report_key)
+    );
+    for (run_id, done) in [(first_run, &first), (second_run, &second)] {
+        let r = w.runs.get(&run_id).await.unwrap().unwrap();
+        assert_eq!(r.report_key.as_ref(), Some(&done.report_key), "{run_id}");
+    }
+}
+
+#[tokio::test]
+async fn an_older_file_re_sent_after_the_day_was_reconciled_leaves_the_current_records_as_they_were(
+) {
+    let w = World::new();
+    let s = spec();
+    w.land(S_KEY, sample::settlement_file(&s), None).await;
+    let Settled::Ready { recon, .. } = w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+    else {
+        panic!("both sides are in")
+    };
+    let expected = sample::expected_report(&s);
+    assert_eq!(
+        w.report(&w.reconcile(recon.clone()).await.report_key),
+        expected
+    );
+    // The network re-sends file sequence 2 (the day's is 3), under another
+    // name: its ingest writes its records, and Settle finds it superseded.
+    let mut old = s.clone();
+    old.file_sequence = 2;
+    let out = w
+        .land(
+            "settlement/ACME/2026-11-20/resent.dat",
+            sample::settlement_file(&old),
+            None,
+        )
+        .await;
+    assert_eq!(out, Settled::Superseded { current: 3 });
+    // The day's reconciliation, matched again, reads exactly what it read.
+    assert_eq!(w.report(&w.reconcile(recon).await.report_key), expected);
 }

@@ -17,15 +17,15 @@ use serde::{Deserialize, Serialize};
 use tally_aws::config::{bounded, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{
-    Acceptance, Heartbeat, Patch, Publisher, ReconState, RunStore, SideManifest,
+    Acceptance, Heartbeat, Patch, Publisher, ReconState, RunStore, SideManifest, Transition,
 };
-use tally_aws::runs::{cause, join_recon_run};
+use tally_aws::runs::{cause, execution_name, join_recon_run};
 use tally_aws::StoreError;
 use tally_domain::errors;
 use tally_domain::recon::matching::ControlSums;
 use tally_domain::recon::pipeline::{Inspected, PipelineStatus, Recon};
 use tally_domain::recon::Side;
-use tally_domain::run::RunStatus;
+use tally_domain::run::{self, RunCause, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -123,6 +123,101 @@ where
     }
 }
 
+/// This execution has nothing to do (`found` says why): it records so in
+/// its run. When every execution the run names has done the same, no work
+/// is left in the run, and it ends:
+///
+/// - `FAILURE` with a rejected file's cause, if a file was rejected;
+/// - else `SUCCESS` on the day's last report (the landings changed
+///   nothing: the day stands as last reconciled);
+/// - else, with no earlier report, `FAILURE` (`NothingReconciled`).
+///
+/// Each execution records itself before it reads the run, so the last of
+/// them to read sees them all; the end is conditional on no execution
+/// having joined since.
+async fn idle<U: RunStore>(
+    runs: &U,
+    run_id: Option<&str>,
+    execution_arn: Option<&str>,
+    program: &str,
+    found: RunCause,
+) -> Result<(), HandlerError> {
+    let (Some(run_id), Some(arn)) = (run_id, execution_arn) else {
+        return Ok(());
+    };
+    let now = chrono::Utc::now();
+    runs.mark_idle(run_id, execution_name(arn), &found, now)
+        .await?;
+    let Some(run) = runs.get(run_id).await? else {
+        return Ok(());
+    };
+    if run.status != RunStatus::Executing || !run.all_idle() {
+        tracing::info!(
+            run_id,
+            found = found.error,
+            "nothing to do here; the run goes on"
+        );
+        return Ok(());
+    }
+    let patch = |c: Option<RunCause>, report_key: Option<String>| Patch {
+        cause: c,
+        report_key,
+        ..Patch::default()
+    };
+    let (to, patch) = match run.idle_rejection() {
+        Some(rejected) => (RunStatus::Failure, patch(Some(rejected.clone()), None)),
+        None => match last_report(runs, program, &run).await? {
+            Some(key) => (RunStatus::Success, patch(None, Some(key))),
+            None => (
+                RunStatus::Failure,
+                patch(
+                    Some(cause(
+                        run::NOTHING_RECONCILED,
+                        format!(
+                            "no landing of the run had work, and the day has no earlier report ({}: {})",
+                            found.error, found.cause
+                        ),
+                    )),
+                    None,
+                ),
+            ),
+        },
+    };
+    match runs
+        .end_idle(run_id, to, now, &patch, run.executions.len())
+        .await?
+    {
+        Transition::Applied => tracing::info!(run_id, %to, "no execution had work left: run ended"),
+        t => tracing::info!(
+            run_id,
+            ?t,
+            "run not ended here (it ended, or an execution joined)"
+        ),
+    }
+    Ok(())
+}
+
+/// Earlier attempts looked back over for the day's last report.
+const LOOK_BACK_ATTEMPTS: u32 = 16;
+
+/// The report of the latest earlier attempt of the day that succeeded with one.
+async fn last_report<U: RunStore>(
+    runs: &U,
+    program: &str,
+    run: &run::RunRecord,
+) -> Result<Option<String>, StoreError> {
+    let first = run.attempt.saturating_sub(LOOK_BACK_ATTEMPTS).max(1);
+    for attempt in (first..run.attempt).rev() {
+        let id = run::recon_run_id(program, run.business_date, attempt);
+        if let Some(r) = runs.get(&id).await? {
+            if r.status == RunStatus::Success && r.report_key.is_some() {
+                return Ok(r.report_key);
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn other(side: Side) -> Side {
     match side {
         Side::Settlement => Side::Internal,
@@ -169,21 +264,18 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     })?;
     match outcome["outcome"].as_str() {
         Some("REJECTED") => {
-            // The file is refused whole: the run fails with the reason (a
-            // corrected file starts the next attempt).
-            if let Some(run_id) = &run_id {
-                let r = &outcome["reason"];
-                let why = format!(
-                    "line {}, field {}: expected {}, found {}",
-                    r["line"], r["field"], r["expected"], r["found"]
-                );
-                let patch = Patch {
-                    cause: Some(cause("FileRejected", format!("{}: {why}", i.key))),
-                    ..Patch::default()
-                };
-                runs.transition(run_id, RunStatus::Failure, now(), &patch)
-                    .await?;
-            }
+            // The file is refused whole (the ingest quarantined it and
+            // alarmed). The run fails with the reason once no execution in
+            // it has work left; while another carries the day (a side
+            // waiting, the shards matching), the rejection is recorded in
+            // the run and the day goes on (a corrected file joins it).
+            let r = &outcome["reason"];
+            let why = format!(
+                "line {}, field {}: expected {}, found {}",
+                r["line"], r["field"], r["expected"], r["found"]
+            );
+            let found = cause(run::FILE_REJECTED, format!("{}: {why}", i.key));
+            idle(runs, run_id.as_deref(), arn, program, found).await?;
             return Ok(Settled::Rejected);
         }
         Some("APPLIED") => {}
@@ -210,7 +302,18 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         .await?;
         run_id = Some(joined);
     }
+    let superseded = |current: u64| {
+        cause(
+            run::SUPERSEDED,
+            format!(
+                "{}: version {} of this side is older than the accepted {current}",
+                i.key, m.version
+            ),
+        )
+    };
     if let Acceptance::Superseded { current } = state.accept(program, date, &m).await? {
+        let found = superseded(current);
+        idle(runs, run_id.as_deref(), arn, program, found).await?;
         return Ok(Settled::Superseded { current });
     }
     let (settlement, internal) = state.manifests(program, date).await?;
@@ -222,6 +325,8 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         Side::Internal => internal.as_ref(),
     };
     if let Some(cur) = mine.filter(|c| c.version > m.version) {
+        let found = superseded(cur.version);
+        idle(runs, run_id.as_deref(), arn, program, found).await?;
         return Ok(Settled::Superseded {
             current: cur.version,
         });
@@ -294,6 +399,14 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         .claim(program, date, &recon.recon_id, &i.ingest_id)
         .await?
     {
+        let found = cause(
+            run::CLAIMED_ELSEWHERE,
+            format!(
+                "{}: reconciliation {} is another execution's",
+                i.key, recon.recon_id
+            ),
+        );
+        idle(runs, run_id.as_deref(), arn, program, found).await?;
         return Ok(Settled::ClaimedElsewhere {
             recon_id: recon.recon_id,
         });

@@ -219,11 +219,35 @@ mod runs {
         r.run_id
     }
 
-    fn in_run(side: Side, id: &str, run_id: &str) -> SettleInput {
+    fn arn(execution: &str) -> String {
+        format!("arn:aws:states:us-east-1:0:execution:recon:{execution}")
+    }
+
+    /// The ingest `id` landed by its own execution, which joined `run_id`
+    /// (as Inspect does).
+    async fn in_run(runs: &MemoryRuns, side: Side, id: &str, run_id: &str) -> SettleInput {
+        runs.attach(run_id, id, &arn(id), chrono::Utc::now())
+            .await
+            .unwrap();
         let mut i = inspected(side, id);
         i.run_id = Some(run_id.into());
-        i.execution_id = Some(format!("arn:aws:states:us-east-1:0:execution:recon:{id}"));
+        i.execution_id = Some(arn(id));
         input(i, 0)
+    }
+
+    async fn rejected(state: &MemoryReconState, id: &str) {
+        state
+            .put_outcome(
+                id,
+                &serde_json::json!({"outcome": "REJECTED", "reason":
+                    {"line": 7, "field": "amount", "expected": "12 digits", "found": "12a"}}),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn run(runs: &MemoryRuns, run_id: &str) -> RunRecord {
+        runs.get(run_id).await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -247,7 +271,7 @@ mod runs {
             &alarms,
             &runs,
             &cfg(),
-            in_run(Side::Settlement, "s-1", &run_id),
+            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
         )
         .await
         .unwrap();
@@ -278,7 +302,7 @@ mod runs {
             &alarms,
             &runs,
             &cfg(),
-            in_run(Side::Settlement, "s-1", &first),
+            in_run(&runs, Side::Settlement, "s-1", &first).await,
         )
         .await
         .unwrap();
@@ -297,7 +321,7 @@ mod runs {
             &alarms,
             &runs,
             &cfg(),
-            in_run(Side::Internal, "i-1", &first),
+            in_run(&runs, Side::Internal, "i-1", &first).await,
         )
         .await
         .unwrap();
@@ -339,7 +363,7 @@ mod runs {
             &alarms,
             &runs,
             &cfg(),
-            in_run(Side::Settlement, "s-1", &run_id),
+            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
         )
         .await
         .unwrap_err();
@@ -349,5 +373,273 @@ mod runs {
             .await
             .unwrap();
         assert!(settlement.is_none(), "the side was not accepted");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_file_in_a_run_another_execution_carries_is_recorded_and_the_day_goes_on() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let run_id = joined(&runs).await;
+        applied(&state, "s-1", 7, true).await;
+        let waiting = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(waiting, Settled::Waiting { .. }), "{waiting:?}");
+        rejected(&state, "i-bad").await;
+        let out = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Internal, "i-bad", &run_id).await,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, Settled::Rejected);
+        let r = run(&runs, &run_id).await;
+        assert_eq!(
+            r.status,
+            RunStatus::Executing,
+            "the settlement side still waits in it"
+        );
+        assert_eq!(r.idle["i-bad"].error, "FileRejected");
+        assert!(
+            r.idle["i-bad"].cause.contains("line 7"),
+            "{}",
+            r.idle["i-bad"].cause
+        );
+        // The corrected file joins the same run and reconciles the day.
+        applied(&state, "i-2", 200, false).await;
+        let out = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Internal, "i-2", &run_id).await,
+        )
+        .await
+        .unwrap();
+        let Settled::Ready {
+            run_id: Some(ready),
+            ..
+        } = out
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(ready, run_id);
+        assert_eq!(run(&runs, &run_id).await.status, RunStatus::Executing);
+    }
+
+    /// The day reconciled in attempt 1 (settlement 8, internal 100), its
+    /// report at `REPORT`.
+    const REPORT: &str = "reports/ACME/2026-11-20/s8-i100/report.json";
+
+    async fn reconciled_day(
+        state: &MemoryReconState,
+        alarms: &MemoryPublisher,
+        runs: &MemoryRuns,
+    ) -> String {
+        let a1 = joined(runs).await;
+        applied(state, "s-8", 8, true).await;
+        applied(state, "i-1", 100, false).await;
+        settle(
+            state,
+            alarms,
+            runs,
+            &cfg(),
+            in_run(runs, Side::Settlement, "s-8", &a1).await,
+        )
+        .await
+        .unwrap();
+        let out = settle(
+            state,
+            alarms,
+            runs,
+            &cfg(),
+            in_run(runs, Side::Internal, "i-1", &a1).await,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Settled::Ready { .. }), "{out:?}");
+        // The shards and the rollup, as far as the run sees them.
+        let patch = Patch {
+            report_key: Some(REPORT.into()),
+            ..Patch::default()
+        };
+        runs.transition(&a1, RunStatus::Success, chrono::Utc::now(), &patch)
+            .await
+            .unwrap();
+        a1
+    }
+
+    #[tokio::test]
+    async fn a_landing_that_changes_nothing_after_the_day_was_reconciled_ends_its_attempt_on_the_days_report(
+    ) {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let a1 = reconciled_day(&state, &alarms, &runs).await;
+        // An older file sequence is delivered again: a new attempt, nothing new.
+        applied(&state, "s-7", 7, true).await;
+        let a2 = joined(&runs).await;
+        assert_eq!(a2, "recon-ACME-2026-11-20-a2");
+        let stale = in_run(&runs, Side::Settlement, "s-7", &a2).await;
+        let out = settle(&state, &alarms, &runs, &cfg(), stale.clone())
+            .await
+            .unwrap();
+        assert_eq!(out, Settled::Superseded { current: 8 });
+        let r = run(&runs, &a2).await;
+        assert_eq!(r.status, RunStatus::Success, "{:?}", r.cause);
+        assert_eq!(r.report_key.as_deref(), Some(REPORT));
+        assert_eq!(r.idle["s-7"].error, "Superseded");
+        assert!(
+            r.idle["s-7"].cause.contains("older than the accepted 8"),
+            "{}",
+            r.idle["s-7"].cause
+        );
+        // Retried, the Settle changes nothing.
+        assert_eq!(
+            settle(&state, &alarms, &runs, &cfg(), stale).await.unwrap(),
+            out
+        );
+        let again = run(&runs, &a2).await;
+        assert_eq!(
+            (again.status, again.ended_at, again.idle),
+            (r.status, r.ended_at, r.idle)
+        );
+        // The current settlement file sent again under another name: the
+        // same versions, a reconciliation already claimed.
+        let a3 = joined(&runs).await;
+        applied(&state, "s-8-again", 8, true).await;
+        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a3).await;
+        let out = settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
+        assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
+        let r = run(&runs, &a3).await;
+        assert_eq!(
+            (r.status, r.report_key.as_deref()),
+            (RunStatus::Success, Some(REPORT))
+        );
+        assert_eq!(r.idle["s-8-again"].error, "ClaimedElsewhere");
+        assert_eq!(run(&runs, &a1).await.report_key.as_deref(), Some(REPORT));
+    }
+
+    #[tokio::test]
+    async fn a_run_ends_only_when_every_execution_in_it_has_found_nothing_to_do() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        reconciled_day(&state, &alarms, &runs).await;
+        applied(&state, "s-7", 7, true).await;
+        let a2 = joined(&runs).await;
+        // Two landings join attempt 2 before either settles.
+        let stale = in_run(&runs, Side::Settlement, "s-7", &a2).await;
+        applied(&state, "s-8-again", 8, true).await;
+        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a2).await;
+        settle(&state, &alarms, &runs, &cfg(), stale).await.unwrap();
+        let r = run(&runs, &a2).await;
+        assert_eq!(
+            r.status,
+            RunStatus::Executing,
+            "the other landing has not settled"
+        );
+        settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
+        let r = run(&runs, &a2).await;
+        assert_eq!(
+            (r.status, r.report_key.as_deref()),
+            (RunStatus::Success, Some(REPORT))
+        );
+        assert_eq!(r.idle.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_run_ends_refused_when_an_execution_joined_after_it_was_read() {
+        let runs = MemoryRuns::default();
+        let run_id = joined(&runs).await;
+        let now = chrono::Utc::now();
+        runs.attach(&run_id, "e1", &arn("e1"), now).await.unwrap();
+        let seen = run(&runs, &run_id).await.executions.len();
+        runs.attach(&run_id, "e2", &arn("e2"), now).await.unwrap();
+        let t = runs
+            .end_idle(&run_id, RunStatus::Success, now, &Patch::default(), seen)
+            .await
+            .unwrap();
+        assert_eq!(
+            t,
+            tally_aws::ports::Transition::Refused(RunStatus::Executing)
+        );
+        let t = runs
+            .end_idle(
+                &run_id,
+                RunStatus::Success,
+                now,
+                &Patch::default(),
+                seen + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(t, tally_aws::ports::Transition::Applied);
+    }
+
+    #[tokio::test]
+    async fn an_idle_run_on_a_day_with_no_report_fails_as_nothing_reconciled() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        // Attempt 1 claimed the day's reconciliation, then failed.
+        let a1 = joined(&runs).await;
+        applied(&state, "s-8", 8, true).await;
+        applied(&state, "i-1", 100, false).await;
+        settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Settlement, "s-8", &a1).await,
+        )
+        .await
+        .unwrap();
+        settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Internal, "i-1", &a1).await,
+        )
+        .await
+        .unwrap();
+        runs.transition(
+            &a1,
+            RunStatus::Failure,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+        let a2 = joined(&runs).await;
+        applied(&state, "s-8-again", 8, true).await;
+        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a2).await;
+        let out = settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
+        assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
+        let r = run(&runs, &a2).await;
+        assert_eq!(r.status, RunStatus::Failure);
+        let c = r.cause.unwrap();
+        assert_eq!(c.error, "NothingReconciled");
+        assert!(c.cause.contains("ClaimedElsewhere"), "{}", c.cause);
+        assert_eq!(r.report_key, None);
     }
 }

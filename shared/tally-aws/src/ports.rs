@@ -428,6 +428,29 @@ pub trait RunStore: Send + Sync {
         at: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Ends a run whose executions all found nothing to do: moves it from
+    /// `EXECUTING` to `to` with `patch`, only if it still names exactly
+    /// `executions` executions (none joined since the caller read it).
+    /// Otherwise `Refused` with the run's status, or `AlreadyThere`.
+    fn end_idle(
+        &self,
+        run_id: &str,
+        to: tally_domain::run::RunStatus,
+        at: chrono::DateTime<chrono::Utc>,
+        patch: &Patch,
+        executions: usize,
+    ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
+
+    /// Records that the execution `name` found nothing to do, and what it
+    /// found (idempotent); `false` when the run has no record.
+    fn mark_idle(
+        &self,
+        run_id: &str,
+        name: &str,
+        found: &tally_domain::run::RunCause,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Sets the units planned and the execution doing them, if the run is
     /// still `EXECUTING` (a reconciliation plans its shards once both sides
     /// are in); otherwise tells the caller to stop, like a heartbeat.

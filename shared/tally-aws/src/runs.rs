@@ -260,6 +260,113 @@ impl DynamoRuns {
     }
 }
 
+/// What a status change is conditional on, besides its target.
+enum Guard {
+    /// The current status is one of the target's predecessors.
+    Predecessors,
+    /// `EXECUTING`, naming exactly that many executions.
+    Idle(usize),
+}
+
+impl DynamoRuns {
+    async fn set_status(
+        &self,
+        run_id: &str,
+        to: RunStatus,
+        at: DateTime<Utc>,
+        patch: &crate::ports::Patch,
+        guard: Guard,
+    ) -> Result<Transition, StoreError> {
+        let mut set = vec!["#s = :to", "updated_at = :at"];
+        let mut u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("run_id", s(run_id))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":at", ts(at));
+        if to == RunStatus::Executing {
+            set.push("started_at = if_not_exists(started_at, :at)");
+        }
+        if to.is_terminal() {
+            set.push("ended_at = :at");
+        }
+        if let Some(n) = patch.units_total {
+            set.push("units_total = :ut");
+            u = u.expression_attribute_values(":ut", AttributeValue::N(n.to_string()));
+        }
+        if let Some(arn) = &patch.execution_arn {
+            set.push("execution_arn = :arn");
+            u = u.expression_attribute_values(":arn", s(arn));
+        }
+        if let Some(c) = &patch.cause {
+            set.push("#c = :c");
+            u = u
+                .expression_attribute_names("#c", "cause")
+                .expression_attribute_values(":c", to_av(&serde_json::to_value(c).expect("json")));
+        }
+        if !patch.totals.is_empty() {
+            set.push("totals = :tot");
+            u = u.expression_attribute_values(
+                ":tot",
+                to_av(&serde_json::to_value(&patch.totals).expect("json")),
+            );
+        }
+        if !patch.counts.is_empty() {
+            set.push("#cn = :cn");
+            u = u
+                .expression_attribute_names("#cn", "counts")
+                .expression_attribute_values(
+                    ":cn",
+                    to_av(&serde_json::to_value(&patch.counts).expect("json")),
+                );
+        }
+        if let Some(k) = &patch.report_key {
+            set.push("report_key = :rk");
+            u = u.expression_attribute_values(":rk", s(k));
+        }
+        let condition = match guard {
+            Guard::Predecessors => {
+                let mut cond = Vec::new();
+                for (i, p) in to.predecessors().iter().enumerate() {
+                    let name = format!(":p{i}");
+                    cond.push(name.clone());
+                    u = u.expression_attribute_values(name, s(p.as_str()));
+                }
+                if cond.is_empty() {
+                    return Err(StoreError::Permanent(format!("no run moves to {to}")));
+                }
+                format!("#s IN ({})", cond.join(", "))
+            }
+            Guard::Idle(executions) => {
+                if !RunStatus::Executing.can_move_to(to) {
+                    return Err(StoreError::Permanent(format!(
+                        "an executing run does not move to {to}"
+                    )));
+                }
+                u = u
+                    .expression_attribute_values(":ex", s(RunStatus::Executing.as_str()))
+                    .expression_attribute_values(":nx", AttributeValue::N(executions.to_string()));
+                "#s = :ex AND size(executions) = :nx".to_owned()
+            }
+        };
+        let out = u
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(condition)
+            .send()
+            .await;
+        if condition_met("UpdateItem(run status)", out)? {
+            return Ok(Transition::Applied);
+        }
+        Ok(match self.get(run_id).await? {
+            None => Transition::Missing,
+            Some(r) if r.status == to => Transition::AlreadyThere,
+            Some(r) => Transition::Refused(r.status),
+        })
+    }
+}
+
 impl RunStore for DynamoRuns {
     async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let out = self
@@ -354,78 +461,58 @@ impl RunStore for DynamoRuns {
         at: DateTime<Utc>,
         patch: &crate::ports::Patch,
     ) -> Result<Transition, StoreError> {
-        let mut set = vec!["#s = :to", "updated_at = :at"];
-        let mut u = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("run_id", s(run_id))
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":at", ts(at));
-        if to == RunStatus::Executing {
-            set.push("started_at = if_not_exists(started_at, :at)");
+        self.set_status(run_id, to, at, patch, Guard::Predecessors)
+            .await
+    }
+
+    async fn end_idle(
+        &self,
+        run_id: &str,
+        to: RunStatus,
+        at: DateTime<Utc>,
+        patch: &crate::ports::Patch,
+        executions: usize,
+    ) -> Result<Transition, StoreError> {
+        self.set_status(run_id, to, at, patch, Guard::Idle(executions))
+            .await
+    }
+
+    async fn mark_idle(
+        &self,
+        run_id: &str,
+        name: &str,
+        found: &RunCause,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let found = to_av(&serde_json::to_value(found).expect("json"));
+        // Into the record's `idle` map; a record written before the map
+        // existed gets it made with this entry (conditional, so two
+        // executions making it at once cannot drop each other's).
+        for nested in [true, false, true] {
+            let u = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("run_id", s(run_id))
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":at", ts(at));
+            let u = if nested {
+                u.update_expression("SET idle.#n = :f, updated_at = :at")
+                    .condition_expression("attribute_exists(#s) AND attribute_exists(idle)")
+                    .expression_attribute_names("#n", name)
+                    .expression_attribute_values(":f", found.clone())
+            } else {
+                let one = AttributeValue::M([(name.to_owned(), found.clone())].into());
+                u.update_expression("SET idle = :one, updated_at = :at")
+                    .condition_expression("attribute_exists(#s) AND attribute_not_exists(idle)")
+                    .expression_attribute_values(":one", one)
+            };
+            if condition_met("UpdateItem(run idle execution)", u.send().await)? {
+                return Ok(true);
+            }
         }
-        if to.is_terminal() {
-            set.push("ended_at = :at");
-        }
-        if let Some(n) = patch.units_total {
-            set.push("units_total = :ut");
-            u = u.expression_attribute_values(":ut", AttributeValue::N(n.to_string()));
-        }
-        if let Some(arn) = &patch.execution_arn {
-            set.push("execution_arn = :arn");
-            u = u.expression_attribute_values(":arn", s(arn));
-        }
-        if let Some(c) = &patch.cause {
-            set.push("#c = :c");
-            u = u
-                .expression_attribute_names("#c", "cause")
-                .expression_attribute_values(":c", to_av(&serde_json::to_value(c).expect("json")));
-        }
-        if !patch.totals.is_empty() {
-            set.push("totals = :tot");
-            u = u.expression_attribute_values(
-                ":tot",
-                to_av(&serde_json::to_value(&patch.totals).expect("json")),
-            );
-        }
-        if !patch.counts.is_empty() {
-            set.push("#cn = :cn");
-            u = u
-                .expression_attribute_names("#cn", "counts")
-                .expression_attribute_values(
-                    ":cn",
-                    to_av(&serde_json::to_value(&patch.counts).expect("json")),
-                );
-        }
-        if let Some(k) = &patch.report_key {
-            set.push("report_key = :rk");
-            u = u.expression_attribute_values(":rk", s(k));
-        }
-        let preds = to.predecessors();
-        let mut cond = Vec::new();
-        for (i, p) in preds.iter().enumerate() {
-            let name = format!(":p{i}");
-            cond.push(name.clone());
-            u = u.expression_attribute_values(name, s(p.as_str()));
-        }
-        if cond.is_empty() {
-            return Err(StoreError::Permanent(format!("no run moves to {to}")));
-        }
-        let out = u
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression(format!("#s IN ({})", cond.join(", ")))
-            .send()
-            .await;
-        if condition_met("UpdateItem(run status)", out)? {
-            return Ok(Transition::Applied);
-        }
-        Ok(match self.get(run_id).await? {
-            None => Transition::Missing,
-            Some(r) if r.status == to => Transition::AlreadyThere,
-            Some(r) => Transition::Refused(r.status),
-        })
+        // Neither condition held twice over: the record does not exist.
+        Ok(false)
     }
 
     async fn heartbeat(
@@ -584,6 +671,48 @@ impl MemoryRuns {
     }
 }
 
+/// The in-memory store's status change, with its patch.
+fn apply_transition(
+    r: &mut RunRecord,
+    to: RunStatus,
+    at: DateTime<Utc>,
+    patch: &crate::ports::Patch,
+) -> Transition {
+    if r.status == to {
+        return Transition::AlreadyThere;
+    }
+    if !r.status.can_move_to(to) {
+        return Transition::Refused(r.status);
+    }
+    r.status = to;
+    r.updated_at = at;
+    if to == RunStatus::Executing {
+        r.started_at.get_or_insert(at);
+    }
+    if to.is_terminal() {
+        r.ended_at = Some(at);
+    }
+    if let Some(n) = patch.units_total {
+        r.units_total = n;
+    }
+    if let Some(a) = &patch.execution_arn {
+        r.execution_arn = Some(a.clone());
+    }
+    if let Some(c) = &patch.cause {
+        r.cause = Some(c.clone());
+    }
+    if !patch.totals.is_empty() {
+        r.totals = patch.totals.clone();
+    }
+    if !patch.counts.is_empty() {
+        r.counts = patch.counts.clone();
+    }
+    if let Some(k) = &patch.report_key {
+        r.report_key = Some(k.clone());
+    }
+    Transition::Applied
+}
+
 impl RunStore for MemoryRuns {
     async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         Ok(self.state.lock().unwrap().0.get(run_id).cloned())
@@ -651,42 +780,47 @@ impl RunStore for MemoryRuns {
         patch: &crate::ports::Patch,
     ) -> Result<Transition, StoreError> {
         let mut st = self.state.lock().unwrap();
-        let Some(r) = st.0.get_mut(run_id) else {
-            return Ok(Transition::Missing);
-        };
-        if r.status == to {
-            return Ok(Transition::AlreadyThere);
-        }
-        if !r.status.can_move_to(to) {
-            return Ok(Transition::Refused(r.status));
-        }
-        r.status = to;
-        r.updated_at = at;
-        if to == RunStatus::Executing {
-            r.started_at.get_or_insert(at);
-        }
-        if to.is_terminal() {
-            r.ended_at = Some(at);
-        }
-        if let Some(n) = patch.units_total {
-            r.units_total = n;
-        }
-        if let Some(a) = &patch.execution_arn {
-            r.execution_arn = Some(a.clone());
-        }
-        if let Some(c) = &patch.cause {
-            r.cause = Some(c.clone());
-        }
-        if !patch.totals.is_empty() {
-            r.totals = patch.totals.clone();
-        }
-        if !patch.counts.is_empty() {
-            r.counts = patch.counts.clone();
-        }
-        if let Some(k) = &patch.report_key {
-            r.report_key = Some(k.clone());
-        }
-        Ok(Transition::Applied)
+        Ok(match st.0.get_mut(run_id) {
+            None => Transition::Missing,
+            Some(r) => apply_transition(r, to, at, patch),
+        })
+    }
+
+    async fn end_idle(
+        &self,
+        run_id: &str,
+        to: RunStatus,
+        at: DateTime<Utc>,
+        patch: &crate::ports::Patch,
+        executions: usize,
+    ) -> Result<Transition, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(match st.0.get_mut(run_id) {
+            None => Transition::Missing,
+            Some(r) if r.status == to => Transition::AlreadyThere,
+            Some(r) if r.status != RunStatus::Executing || r.executions.len() != executions => {
+                Transition::Refused(r.status)
+            }
+            Some(r) => apply_transition(r, to, at, patch),
+        })
+    }
+
+    async fn mark_idle(
+        &self,
+        run_id: &str,
+        name: &str,
+        found: &RunCause,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(match st.0.get_mut(run_id) {
+            Some(r) => {
+                r.idle.insert(name.into(), found.clone());
+                r.updated_at = at;
+                true
+            }
+            None => false,
+        })
     }
 
     async fn heartbeat(
@@ -824,10 +958,16 @@ pub async fn join_recon_run<U: RunStore>(
         .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
         .await?;
     if let Some(arn) = execution_arn {
-        let name = arn.rsplit(':').next().unwrap_or(arn);
-        runs.attach(&run.run_id, name, arn, now).await?;
+        runs.attach(&run.run_id, execution_name(arn), arn, now)
+            .await?;
     }
     Ok((run, new))
+}
+
+/// An execution's name: the last part of its ARN (the key of a run's
+/// `executions` and `idle`).
+pub fn execution_name(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
 }
 
 pub fn cause(error: impl Into<String>, cause: impl Into<String>) -> RunCause {

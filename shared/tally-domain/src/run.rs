@@ -155,7 +155,17 @@ pub struct UnitRecord {
     pub outcome: String,
 }
 
-/// Why a run failed or was canceled.
+/// What a reconciliation execution found when it had nothing to do (the
+/// `error` of its entry in a run's `idle`).
+pub const FILE_REJECTED: &str = "FileRejected";
+pub const SUPERSEDED: &str = "Superseded";
+pub const CLAIMED_ELSEWHERE: &str = "ClaimedElsewhere";
+/// A run whose executions all found nothing to do, on a day with no
+/// earlier report to stand on.
+pub const NOTHING_RECONCILED: &str = "NothingReconciled";
+
+/// Why a run failed or was canceled (and, in a run's `idle`, what an
+/// execution with nothing to do found).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCause {
     pub error: String,
@@ -211,6 +221,11 @@ pub struct RunRecord {
     /// stored, even empty, like `units`.
     #[serde(default)]
     pub executions: BTreeMap<String, String>,
+    /// Executions that found nothing to do, by name, with what they found
+    /// (an older file sequence, a reconciliation already claimed, a rejected
+    /// file in a run another execution carries). Always stored, like `units`.
+    #[serde(default)]
+    pub idle: BTreeMap<String, RunCause>,
     /// Figures of the outcome by name (a reconciliation: records by match
     /// status, breaks; a COB keeps its in `totals`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -250,6 +265,7 @@ impl RunRecord {
             cause: None,
             totals: Vec::new(),
             executions: BTreeMap::new(),
+            idle: BTreeMap::new(),
             counts: BTreeMap::new(),
             report_key: None,
             duplicate_of: None,
@@ -283,6 +299,19 @@ impl RunRecord {
             RunKind::Cob => self.status.allows_resubmit(),
             RunKind::Recon => self.status.is_terminal(),
         }
+    }
+
+    /// Every execution the run names found nothing to do: no work is left
+    /// in it. (An execution that plans and claims the reconciliation goes
+    /// on to its shards and never marks itself idle.)
+    pub fn all_idle(&self) -> bool {
+        !self.executions.is_empty() && self.executions.keys().all(|n| self.idle.contains_key(n))
+    }
+
+    /// The first rejected file among the executions that found nothing to
+    /// do: a run that had nothing else to do fails with it.
+    pub fn idle_rejection(&self) -> Option<&RunCause> {
+        self.idle.values().find(|c| c.error == FILE_REJECTED)
     }
 
     pub fn units_done(&self) -> u32 {

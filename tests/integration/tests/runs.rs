@@ -851,3 +851,264 @@ async fn the_sweeper_marks_a_run_canceled_when_its_execution_was_stopped_outside
         .iter()
         .any(|f| f["run_id"] == live.run_id.as_str()));
 }
+
+/// Polls the attempt `attempt` of a business key until it is in `status`
+/// (10 min at most).
+async fn wait_for_attempt(env: &Env, key: &str, attempt: u32, status: RunStatus) -> RunRecord {
+    let started = std::time::Instant::now();
+    loop {
+        let r = wait_for_key(env, key, status).await;
+        if r.attempt == attempt {
+            return r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{key} attempt {attempt} not {status} after 10 min (current: {r:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn a_landing_that_changes_nothing_ends_on_the_days_report_and_each_reconciliation_keeps_its_own(
+) {
+    use tally_domain::recon::rollup::Report;
+    use tally_domain::recon::Side;
+    let _g = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    let r = recon().await;
+    let program = unique("ITRN");
+    let mut spec = tally_domain::recon::sample::SampleSpec::new(&program, date(DATE), 1_000, 53);
+    spec.file_sequence = 2;
+    let dir = temp_file(&format!("runs-{program}"));
+    let [dat, csv, _] = tally_cli::recon::generate(&spec, &dir).unwrap();
+    let key = tally_domain::run::recon_key(&program, spec.file_date);
+    let report_at = |k: String| {
+        let r = &r;
+        async move {
+            let text = r
+                .object_text(&k)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no {k}"));
+            serde_json::from_str::<Report>(&text).unwrap()
+        }
+    };
+
+    // Attempt 1 reconciles file sequence 2 with the internal records.
+    r.upload(Side::Settlement, &program, spec.file_date, &dat)
+        .await
+        .unwrap();
+    r.upload(Side::Internal, &program, spec.file_date, &csv)
+        .await
+        .unwrap();
+    let a1 = wait_for_attempt(&env, &key, 1, RunStatus::Success).await;
+    let k1 = a1.report_key.clone().unwrap();
+    assert!(
+        k1.starts_with(&format!("reports/{program}/{DATE}/s2-i")) && k1.ends_with("/report.json"),
+        "the reconciliation's own report: {k1}"
+    );
+    let expected = tally_domain::recon::sample::expected_report(&spec);
+    assert_eq!(report_at(k1.clone()).await, expected);
+
+    // The network re-sends file sequence 1: attempt 2 finds it older than
+    // the accepted 2, has nothing to do, and ends SUCCESS on the day's report.
+    let mut old = spec.clone();
+    old.file_sequence = 1;
+    let [old_dat, _, _] = tally_cli::recon::generate(&old, &dir.join("old")).unwrap();
+    let stale = dir.join("resent.dat");
+    std::fs::copy(&old_dat, &stale).unwrap();
+    r.upload(Side::Settlement, &program, spec.file_date, &stale)
+        .await
+        .unwrap();
+    let a2 = wait_for_attempt(&env, &key, 2, RunStatus::Success).await;
+    assert_eq!(a2.report_key.as_deref(), Some(k1.as_str()), "{a2:?}");
+    assert_eq!(a2.cause, None);
+    assert_eq!(a2.units_total, 0, "nothing was planned");
+    let found: Vec<&str> = a2.idle.values().map(|c| c.error.as_str()).collect();
+    assert_eq!(found, vec!["Superseded"], "{a2:?}");
+    assert!(a2
+        .idle
+        .values()
+        .next()
+        .unwrap()
+        .cause
+        .contains("older than the accepted 2"));
+    assert_eq!(
+        a2.idle.keys().collect::<Vec<_>>(),
+        a2.executions.keys().collect::<Vec<_>>()
+    );
+    // The sweeper agrees: a run that ended is left as it is.
+    let out = env
+        .invoke("run-sweeper", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(
+        !out["fixed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["run_id"] == a2.run_id.as_str()),
+        "{out}"
+    );
+
+    // The internal records uploaded again, unchanged: attempt 3 reconciles
+    // the new internal version with settlement sequence 2, and its report is
+    // exactly the day's (the re-sent sequence 1 wrote its records, but they
+    // are its own: sequence 2's are as they were).
+    let again = dir.join("again.csv");
+    std::fs::copy(&csv, &again).unwrap();
+    r.upload(Side::Internal, &program, spec.file_date, &again)
+        .await
+        .unwrap();
+    let a3 = wait_for_attempt(&env, &key, 3, RunStatus::Success).await;
+    let k3 = a3.report_key.clone().unwrap();
+    assert_ne!(k3, k1, "a new internal version, a new reconciliation");
+    assert_eq!(report_at(k3.clone()).await, expected);
+
+    // A corrected internal side (one record fewer): attempt 4's report has
+    // one internal record fewer; attempt 1's stays what it found.
+    let full = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<&str> = full.lines().collect();
+    lines.pop();
+    let corrected = dir.join("corrected.csv");
+    std::fs::write(&corrected, lines.join("\n") + "\n").unwrap();
+    r.upload(Side::Internal, &program, spec.file_date, &corrected)
+        .await
+        .unwrap();
+    let a4 = wait_for_attempt(&env, &key, 4, RunStatus::Success).await;
+    let k4 = a4.report_key.clone().unwrap();
+    assert_ne!(k4, k3);
+    let fourth = report_at(k4.clone()).await;
+    let internal = |rep: &Report| {
+        rep.currencies
+            .iter()
+            .map(|c| c.matched + c.mismatched + c.unmatched_internal)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        internal(&fourth) + 1,
+        internal(&expected),
+        "the dropped record"
+    );
+    assert_eq!(
+        report_at(k1.clone()).await,
+        expected,
+        "attempt 1's report is what it found"
+    );
+    assert_eq!(
+        report_at(format!("reports/{program}/{DATE}/report.json")).await,
+        fourth,
+        "the day's latest copy is attempt 4's"
+    );
+    for (run, k) in [(&a1, &k1), (&a2, &k1), (&a3, &k3), (&a4, &k4)] {
+        let now = env.runs().get(&run.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.status, now.report_key.as_ref()),
+            (RunStatus::Success, Some(k))
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make test"]
+async fn the_idle_record_and_the_idle_end_hold_their_conditions_in_dynamodb() {
+    use tally_aws::ports::{Patch, Transition};
+    use tally_domain::run::RunCause;
+    let _g = exclusive().await;
+    let env = Env::connect().await.unwrap();
+    let store = env.runs();
+    let now = chrono::Utc::now();
+    let program = unique("ITRI");
+    // A record written before runs had an `idle` map.
+    let record = RunRecord::new_recon(&program, date(DATE), 1, now);
+    let mut item = tally_aws::runs::record_item(&record);
+    item.remove("idle").expect("new records store the map");
+    env.dynamo
+        .put_item()
+        .table_name(&env.stack.runs_table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let run_id = record.run_id.clone();
+    for e in ["e1", "e2"] {
+        let arn = format!("arn:aws:states:us-east-1:000000000000:execution:recon:{e}");
+        assert!(store.attach(&run_id, e, &arn, now).await.unwrap());
+    }
+    let found = |e: &str| RunCause {
+        error: "Superseded".into(),
+        cause: format!("{e} found an older version"),
+    };
+    assert!(store
+        .mark_idle(&run_id, "e1", &found("e1"), now)
+        .await
+        .unwrap());
+    assert!(store
+        .mark_idle(&run_id, "e2", &found("e2"), now)
+        .await
+        .unwrap());
+    assert!(
+        store
+            .mark_idle(&run_id, "e2", &found("e2"), now)
+            .await
+            .unwrap(),
+        "idempotent"
+    );
+    assert!(!store
+        .mark_idle("recon-NOPE-2026-11-20-a1", "e1", &found("e1"), now)
+        .await
+        .unwrap());
+    let r = store.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(r.idle.len(), 2);
+    assert_eq!(r.idle["e1"], found("e1"));
+    assert!(r.all_idle());
+    // The end holds only while the run names the executions it was read with.
+    let seen = r.executions.len();
+    let late = "arn:aws:states:us-east-1:000000000000:execution:recon:e3";
+    store.attach(&run_id, "e3", late, now).await.unwrap();
+    let patch = Patch {
+        report_key: Some("reports/x/report.json".into()),
+        ..Patch::default()
+    };
+    assert_eq!(
+        store
+            .end_idle(&run_id, RunStatus::Success, now, &patch, seen)
+            .await
+            .unwrap(),
+        Transition::Refused(RunStatus::Executing)
+    );
+    assert_eq!(
+        store
+            .end_idle(&run_id, RunStatus::Success, now, &patch, seen + 1)
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        store
+            .end_idle(&run_id, RunStatus::Success, now, &patch, seen + 1)
+            .await
+            .unwrap(),
+        Transition::AlreadyThere
+    );
+    assert_eq!(
+        store
+            .end_idle(
+                &run_id,
+                RunStatus::Failure,
+                now,
+                &Patch::default(),
+                seen + 1
+            )
+            .await
+            .unwrap(),
+        Transition::Refused(RunStatus::Success)
+    );
+    let r = store.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.report_key.as_deref()),
+        (RunStatus::Success, Some("reports/x/report.json"))
+    );
+}
