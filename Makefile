@@ -122,19 +122,19 @@ test-fuzz: $(CARGO_FUZZ)
 # until a test sets a fault plan on it.
 test-integration: setup
 	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
-	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
-	trap '$(PY) localstack/tally_local.py down' EXIT; \
-	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 \
+	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) \
 	  cargo test -p tally-integration-tests --test cob --test runs --test recon --test faults -- --ignored --test-threads=1
 
 ## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
 faults: setup
 	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
-	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy \
+	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
-	trap '$(PY) localstack/tally_local.py down' EXIT; \
-	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:4576 TALLY_RUN_WAIT_SECS=1800 \
+	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) TALLY_RUN_WAIT_SECS=1800 \
 	  cargo run -p tally-integration-tests --bin faults
 
 ## ingest-static: the container's binary without Docker: the Dockerfile's build step for x86_64 musl (static)
