@@ -91,6 +91,9 @@ pub struct RolledUp {
     /// Transactions by status over all currencies (the metrics).
     #[serde(default)]
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// Its versions were still the day's accepted ones when it rolled up.
+    #[serde(default)]
+    pub current: bool,
 }
 
 /// The reconciliation's own report: each pair of side versions has its
@@ -105,9 +108,11 @@ pub fn exceptions_key(recon: &Recon) -> String {
 }
 
 fn recon_prefix(r: &Recon) -> String {
-    format!(
-        "reports/{}/{}/s{}-i{}",
-        r.program_id, r.file_date, r.settlement_version, r.internal_version
+    Recon::report_dir(
+        &r.program_id,
+        r.file_date,
+        r.settlement_version,
+        r.internal_version,
     )
 }
 
@@ -186,18 +191,30 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
         serde_json::to_vec(&report).map_err(|e| StoreError::Permanent(format!("report: {e}")))?;
     let key = report_key(&recon);
     let csv = exceptions_csv(&report).into_bytes();
+    // Whether these are still the day's accepted versions: a reconciliation
+    // that a newer side overtook while it matched keeps its own report, but
+    // does not become the day's latest or its status.
+    let (settlement, internal) = state.manifests(program, date).await?;
+    let current = Recon::id(
+        program,
+        date,
+        settlement.map_or(0, |m| m.version),
+        internal.map_or(0, |m| m.version),
+    ) == recon.recon_id;
     // Its own first, then the day's latest: a rollup that dies between them
     // is retried and writes both again.
     blobs.put(&key, json.clone(), "application/json").await?;
     blobs
         .put(&exceptions_key(&recon), csv.clone(), "text/csv")
         .await?;
-    blobs
-        .put(&latest_report_key(program, date), json, "application/json")
-        .await?;
-    blobs
-        .put(&latest_exceptions_key(program, date), csv, "text/csv")
-        .await?;
+    if current {
+        blobs
+            .put(&latest_report_key(program, date), json, "application/json")
+            .await?;
+        blobs
+            .put(&latest_exceptions_key(program, date), csv, "text/csv")
+            .await?;
+    }
     let exceptions = report.exceptions.len() as u64;
     let over_difference = report
         .currencies
@@ -215,21 +232,23 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
         "currencies": report.currencies,
         "report_key": key,
     });
-    state
-        .put_status(
-            program,
-            date,
-            &serde_json::json!({
-                "status": PipelineStatus::Reconciled,
-                "program_id": program,
-                "file_date": date,
-                "recon_id": recon.recon_id,
-                "report_status": report.status,
-                "exceptions": exceptions,
-                "report_key": key,
-            }),
-        )
-        .await?;
+    if current {
+        state
+            .put_status(
+                program,
+                date,
+                &serde_json::json!({
+                    "status": PipelineStatus::Reconciled,
+                    "program_id": program,
+                    "file_date": date,
+                    "recon_id": recon.recon_id,
+                    "report_status": report.status,
+                    "exceptions": exceptions,
+                    "report_key": key,
+                }),
+            )
+            .await?;
+    }
     bus.put_event(RECONCILIATION_COMPLETED, &detail).await?;
     if alarm {
         bus.alarm(
@@ -261,6 +280,7 @@ pub async fn roll_up<R: ReconState, B: Blobs, A: Publisher>(
         report_key: key,
         alarmed: alarm,
         counts,
+        current,
     })
 }
 
@@ -275,10 +295,17 @@ async fn end_run<U: RunStore>(runs: &U, run_id: &str, r: &RolledUp) -> Result<()
         report_key: Some(r.report_key.clone()),
         ..Patch::default()
     };
+    let now = chrono::Utc::now();
     match runs
-        .transition(run_id, RunStatus::Success, chrono::Utc::now(), &patch)
+        .transition(run_id, RunStatus::Success, now, &patch)
         .await?
     {
+        // Two reconciliations ran in one run (a newer side joined it while
+        // the first matched): the day's current one names the run's report,
+        // whichever rolled up first.
+        Transition::AlreadyThere if r.current => {
+            runs.amend(run_id, RunStatus::Success, now, &patch).await?;
+        }
         Transition::Applied | Transition::AlreadyThere | Transition::Missing => {}
         Transition::Refused(st) => {
             tracing::warn!(run_id, status = %st, "reconciled, but the run had already ended")

@@ -596,3 +596,53 @@ async fn an_older_file_re_sent_after_the_day_was_reconciled_leaves_the_current_r
     // The day's reconciliation, matched again, reads exactly what it read.
     assert_eq!(w.report(&w.reconcile(recon).await.report_key), expected);
 }
+
+#[tokio::test]
+async fn two_reconciliations_in_one_run_leave_the_run_and_the_days_copy_on_the_current_one() {
+    for current_first in [true, false] {
+        let w = World::new();
+        let s = spec();
+        let run_id = w.join().await;
+        w.land(S_KEY, sample::settlement_file(&s), None).await;
+        let Settled::Ready { recon: older, .. } =
+            w.land(I_KEY, sample::internal_file(&s), Some(1)).await
+        else {
+            panic!("both sides are in")
+        };
+        // A corrected internal side joins the live run and claims its own
+        // reconciliation while the first one still matches.
+        assert_eq!(w.join().await, run_id);
+        let full = sample::internal_file(&s);
+        let corrected = full.lines().collect::<Vec<_>>();
+        let corrected = corrected[..corrected.len() - 1].join("\n") + "\n";
+        let Settled::Ready { recon: newer, .. } = w
+            .land("internal/ACME/2026-11-20/corrected.csv", corrected, Some(2))
+            .await
+        else {
+            panic!("the corrected side is reconciled")
+        };
+        let (first, second) = if current_first {
+            (newer.clone(), older.clone())
+        } else {
+            (older.clone(), newer.clone())
+        };
+        let a = w.reconcile(first).await;
+        let b = w.reconcile(second).await;
+        let (new, old) = if current_first { (a, b) } else { (b, a) };
+        assert!(new.current && !old.current, "{current_first}");
+        let r = w.runs.get(&run_id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Success);
+        assert_eq!(
+            r.report_key.as_ref(),
+            Some(&new.report_key),
+            "{current_first}"
+        );
+        assert_eq!(r.counts["EXCEPTIONS"], new.exceptions, "{current_first}");
+        assert_eq!(
+            w.report(&latest_report_key("ACME", s.file_date)),
+            w.report(&new.report_key),
+            "{current_first}"
+        );
+        assert_eq!(w.report(&old.report_key), sample::expected_report(&s));
+    }
+}

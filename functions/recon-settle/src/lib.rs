@@ -86,32 +86,37 @@ fn canceled(run_id: &str) -> HandlerError {
 }
 
 /// Reports to the run through `report`; if the run was canceled, stops the
-/// execution with `RunCanceled`. If it ended otherwise (another execution
-/// reconciled and ended it `SUCCESS`, or a rejected file failed it) while
-/// this landing was on its way, this landing is work still to do: it joins
-/// the next attempt (as Inspect would have) and reports there. Returns the
-/// run the execution now works for.
+/// execution with `RunCanceled`. If a rejected file or a failed step ended
+/// it while this landing was on its way, this landing is work still to do:
+/// it joins the next attempt (as Inspect would have) and reports there. If
+/// another execution reconciled and ended it `SUCCESS`, this landing may be
+/// covered by that reconciliation (a waiting side's next poll, a retry): it
+/// joins the next attempt only with `rejoin_after_success`, and otherwise
+/// stays with the ended run. Returns the run the execution now works for,
+/// and whether that run is live.
 async fn report_to_run<U, F, Fut>(
     runs: &U,
     run_id: String,
     program: &str,
     date: chrono::NaiveDate,
     execution_arn: Option<&str>,
+    rejoin_after_success: bool,
     report: F,
-) -> Result<String, HandlerError>
+) -> Result<(String, bool), HandlerError>
 where
     U: RunStore,
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<Heartbeat, StoreError>>,
 {
     match report(run_id.clone()).await? {
-        Heartbeat::Continue | Heartbeat::NoRecord => Ok(run_id),
+        Heartbeat::Continue | Heartbeat::NoRecord => Ok((run_id, true)),
         Heartbeat::Stop(RunStatus::Canceled) => Err(canceled(&run_id)),
+        Heartbeat::Stop(RunStatus::Success) if !rejoin_after_success => Ok((run_id, false)),
         Heartbeat::Stop(ended) => {
             let (next, _) = join_recon_run(runs, program, date, execution_arn).await?;
             tracing::info!(run_id, %ended, next = next.run_id, "run ended under this landing: joined the next");
             match report(next.run_id.clone()).await? {
-                Heartbeat::Continue | Heartbeat::NoRecord => Ok(next.run_id),
+                Heartbeat::Continue | Heartbeat::NoRecord => Ok((next.run_id, true)),
                 Heartbeat::Stop(RunStatus::Canceled) => Err(canceled(&next.run_id)),
                 Heartbeat::Stop(st) => Err(StoreError::Transient(format!(
                     "run {} is {st} as soon as joined; retry",
@@ -135,11 +140,13 @@ where
 /// Each execution records itself before it reads the run, so the last of
 /// them to read sees them all; the end is conditional on no execution
 /// having joined since.
-async fn idle<U: RunStore>(
+async fn idle<R: ReconState, U: RunStore>(
+    state: &R,
     runs: &U,
     run_id: Option<&str>,
     execution_arn: Option<&str>,
     program: &str,
+    date: chrono::NaiveDate,
     found: RunCause,
 ) -> Result<(), HandlerError> {
     let (Some(run_id), Some(arn)) = (run_id, execution_arn) else {
@@ -159,14 +166,28 @@ async fn idle<U: RunStore>(
         );
         return Ok(());
     }
+    // Nothing was planned here that will be done (a plan made before a
+    // claim that was lost).
     let patch = |c: Option<RunCause>, report_key: Option<String>| Patch {
         cause: c,
         report_key,
+        units_total: Some(0),
         ..Patch::default()
     };
+    // The report of the day's accepted versions, if an earlier attempt made it.
+    let (settlement, internal) = state.manifests(program, date).await?;
+    let current = format!(
+        "{}/report.json",
+        Recon::report_dir(
+            program,
+            date,
+            settlement.map_or(0, |m| m.version),
+            internal.map_or(0, |m| m.version)
+        )
+    );
     let (to, patch) = match run.idle_rejection() {
         Some(rejected) => (RunStatus::Failure, patch(Some(rejected.clone()), None)),
-        None => match last_report(runs, program, &run).await? {
+        None => match last_report(runs, program, &run, &current).await? {
             Some(key) => (RunStatus::Success, patch(None, Some(key))),
             None => (
                 RunStatus::Failure,
@@ -174,7 +195,7 @@ async fn idle<U: RunStore>(
                     Some(cause(
                         run::NOTHING_RECONCILED,
                         format!(
-                            "no landing of the run had work, and the day has no earlier report ({}: {})",
+                            "no landing of the run had work, and no earlier attempt reported the day's accepted versions ({current}) ({}: {})",
                             found.error, found.cause
                         ),
                     )),
@@ -200,22 +221,33 @@ async fn idle<U: RunStore>(
 /// Earlier attempts looked back over for the day's last report.
 const LOOK_BACK_ATTEMPTS: u32 = 16;
 
-/// The report of the latest earlier attempt of the day that succeeded with one.
+/// `report_key`, if an earlier attempt of the day (the latest
+/// [`LOOK_BACK_ATTEMPTS`]) succeeded with it: the report of the day's
+/// accepted versions, which the idle run then stands on.
 async fn last_report<U: RunStore>(
     runs: &U,
     program: &str,
     run: &run::RunRecord,
+    report_key: &str,
 ) -> Result<Option<String>, StoreError> {
     let first = run.attempt.saturating_sub(LOOK_BACK_ATTEMPTS).max(1);
     for attempt in (first..run.attempt).rev() {
         let id = run::recon_run_id(program, run.business_date, attempt);
         if let Some(r) = runs.get(&id).await? {
-            if r.status == RunStatus::Success && r.report_key.is_some() {
+            if r.status == RunStatus::Success && r.report_key.as_deref() == Some(report_key) {
                 return Ok(r.report_key);
             }
         }
     }
     Ok(None)
+}
+
+/// A side's name in a run's progress.
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Settlement => "settlement",
+        Side::Internal => "internal",
+    }
 }
 
 fn other(side: Side) -> Side {
@@ -254,6 +286,8 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     let i = input.inspect.result;
     let (program, date) = (i.program_id.as_str(), i.file_date);
     let mut run_id = i.run_id.clone();
+    // Whether `run_id` is still live (see `report_to_run`).
+    let mut live = true;
     let arn = i.execution_id.as_deref();
     let now = chrono::Utc::now;
     let outcome = state.outcome(&i.ingest_id).await?.ok_or_else(|| {
@@ -275,7 +309,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
                 r["line"], r["field"], r["expected"], r["found"]
             );
             let found = cause(run::FILE_REJECTED, format!("{}: {why}", i.key));
-            idle(runs, run_id.as_deref(), arn, program, found).await?;
+            idle(state, runs, run_id.as_deref(), arn, program, date, found).await?;
             return Ok(Settled::Rejected);
         }
         Some("APPLIED") => {}
@@ -291,16 +325,19 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     // The side's records, as the run's progress; a canceled run stops here,
     // before the side is accepted.
     if let Some(current) = run_id.take() {
-        let side = match i.side {
-            Side::Settlement => "settlement",
-            Side::Internal => "internal",
-        };
+        let side = side_name(i.side);
         let records = m.records;
-        let joined = report_to_run(runs, current, program, date, arn, |r| async move {
-            runs.heartbeat(&r, side, records, now()).await
-        })
-        .await?;
+        let heartbeat = |r: String| async move { runs.heartbeat(&r, side, records, now()).await };
+        let (joined, l) =
+            report_to_run(runs, current, program, date, arn, false, heartbeat).await?;
         run_id = Some(joined);
+        live = l;
+        if !live {
+            tracing::info!(
+                run_id,
+                "the run was reconciled under this landing; it may be covered"
+            );
+        }
     }
     let superseded = |current: u64| {
         cause(
@@ -313,7 +350,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     };
     if let Acceptance::Superseded { current } = state.accept(program, date, &m).await? {
         let found = superseded(current);
-        idle(runs, run_id.as_deref(), arn, program, found).await?;
+        idle(state, runs, run_id.as_deref(), arn, program, date, found).await?;
         return Ok(Settled::Superseded { current });
     }
     let (settlement, internal) = state.manifests(program, date).await?;
@@ -326,7 +363,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     };
     if let Some(cur) = mine.filter(|c| c.version > m.version) {
         let found = superseded(cur.version);
-        idle(runs, run_id.as_deref(), arn, program, found).await?;
+        idle(state, runs, run_id.as_deref(), arn, program, date, found).await?;
         return Ok(Settled::Superseded {
             current: cur.version,
         });
@@ -351,6 +388,14 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
                     }),
                 )
                 .await?;
+            // A side still waiting is work: not in a run that has ended.
+            if let Some(ended) = run_id.take().filter(|_| !live) {
+                let side = side_name(i.side);
+                let records = m.records;
+                let heartbeat =
+                    |r: String| async move { runs.heartbeat(&r, side, records, now()).await };
+                report_to_run(runs, ended, program, date, arn, true, heartbeat).await?;
+            }
             let poll = cfg
                 .poll_seconds
                 .min(cfg.wait_seconds_max - input.waited_seconds)
@@ -386,18 +431,33 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         control: settlement.as_ref().and_then(|m| m.control),
     };
     // The plan before the claim: a run canceled now stops before this
-    // execution holds the reconciliation.
+    // execution holds the reconciliation. A run that was reconciled under
+    // this landing is the exception: only a reconciliation that no one
+    // holds yet is new work, for the next attempt, so the claim comes first.
     if let Some(current) = run_id.take() {
         let (shards, exec) = (recon.shard_count, arn.unwrap_or_default());
-        let joined = report_to_run(runs, current, program, date, arn, |r| async move {
-            runs.plan(&r, shards, exec, now()).await
-        })
-        .await?;
+        let plan = |r: String| async move { runs.plan(&r, shards, exec, now()).await };
+        let (mut joined, mut l) = (current, false);
+        if live {
+            (joined, l) = report_to_run(runs, joined, program, date, arn, false, plan).await?;
+        }
+        if !l
+            && state
+                .claim(program, date, &recon.recon_id, &i.ingest_id)
+                .await?
+        {
+            (joined, l) = report_to_run(runs, joined, program, date, arn, true, plan).await?;
+            // The side's records, as the new attempt's progress.
+            runs.heartbeat(&joined, side_name(i.side), m.records, now())
+                .await?;
+        }
         run_id = Some(joined);
+        live = l;
     }
-    if !state
-        .claim(program, date, &recon.recon_id, &i.ingest_id)
-        .await?
+    if !live
+        || !state
+            .claim(program, date, &recon.recon_id, &i.ingest_id)
+            .await?
     {
         let found = cause(
             run::CLAIMED_ELSEWHERE,
@@ -406,7 +466,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
                 i.key, recon.recon_id
             ),
         );
-        idle(runs, run_id.as_deref(), arn, program, found).await?;
+        idle(state, runs, run_id.as_deref(), arn, program, date, found).await?;
         return Ok(Settled::ClaimedElsewhere {
             recon_id: recon.recon_id,
         });

@@ -513,6 +513,13 @@ mod runs {
             settle(&state, &alarms, &runs, &cfg(), stale).await.unwrap(),
             out
         );
+        assert!(
+            runs.get("recon-ACME-2026-11-20-a3")
+                .await
+                .unwrap()
+                .is_none(),
+            "the retry opened no attempt"
+        );
         let again = run(&runs, &a2).await;
         assert_eq!(
             (again.status, again.ended_at, again.idle),
@@ -641,5 +648,103 @@ mod runs {
         assert_eq!(c.error, "NothingReconciled");
         assert!(c.cause.contains("ClaimedElsewhere"), "{}", c.cause);
         assert_eq!(r.report_key, None);
+    }
+
+    #[tokio::test]
+    async fn the_waiting_sides_next_poll_after_the_day_was_reconciled_opens_no_attempt() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        let a1 = reconciled_day(&state, &alarms, &runs).await;
+        // The settlement side's execution, which waited in attempt 1, asks again.
+        let mut poll = in_run(&runs, Side::Settlement, "s-8", &a1).await;
+        poll.waited_seconds = 600;
+        let out = settle(&state, &alarms, &runs, &cfg(), poll).await.unwrap();
+        assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
+        assert!(runs
+            .get("recon-ACME-2026-11-20-a2")
+            .await
+            .unwrap()
+            .is_none());
+        let r = run(&runs, &a1).await;
+        assert_eq!(
+            (r.status, r.report_key.as_deref()),
+            (RunStatus::Success, Some(REPORT))
+        );
+        assert_eq!(r.idle["s-8"].error, "ClaimedElsewhere");
+    }
+
+    #[tokio::test]
+    async fn an_idle_run_does_not_stand_on_a_report_of_versions_no_longer_current() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        reconciled_day(&state, &alarms, &runs).await;
+        // A corrected internal side claims s8-i200 in attempt 2, which then fails.
+        let a2 = joined(&runs).await;
+        applied(&state, "i-2", 200, false).await;
+        let out = settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Internal, "i-2", &a2).await,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Settled::Ready { .. }), "{out:?}");
+        runs.transition(
+            &a2,
+            RunStatus::Failure,
+            chrono::Utc::now(),
+            &Patch::default(),
+        )
+        .await
+        .unwrap();
+        // An older settlement file in attempt 3: nothing to do, and no report
+        // of s8-i200 to stand on (attempt 1's is of s8-i100).
+        applied(&state, "s-7", 7, true).await;
+        let a3 = joined(&runs).await;
+        settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Settlement, "s-7", &a3).await,
+        )
+        .await
+        .unwrap();
+        let r = run(&runs, &a3).await;
+        assert_eq!(r.status, RunStatus::Failure);
+        let c = r.cause.unwrap();
+        assert_eq!(c.error, "NothingReconciled");
+        assert!(c.cause.contains("s8-i200"), "{}", c.cause);
+    }
+
+    #[tokio::test]
+    async fn an_idle_run_that_planned_before_losing_the_claim_ends_with_nothing_planned() {
+        let (state, alarms, runs) = (
+            MemoryReconState::default(),
+            MemoryPublisher::default(),
+            MemoryRuns::default(),
+        );
+        reconciled_day(&state, &alarms, &runs).await;
+        let a2 = joined(&runs).await;
+        applied(&state, "s-8-again", 8, true).await;
+        settle(
+            &state,
+            &alarms,
+            &runs,
+            &cfg(),
+            in_run(&runs, Side::Settlement, "s-8-again", &a2).await,
+        )
+        .await
+        .unwrap();
+        let r = run(&runs, &a2).await;
+        assert_eq!((r.status, r.units_total), (RunStatus::Success, 0));
     }
 }

@@ -441,6 +441,16 @@ pub trait RunStore: Send + Sync {
         executions: usize,
     ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
 
+    /// Sets `patch`'s fields on a run that is in `status`, leaving its
+    /// status and times; `false` when it is not (or has no record).
+    fn amend(
+        &self,
+        run_id: &str,
+        status: tally_domain::run::RunStatus,
+        at: chrono::DateTime<chrono::Utc>,
+        patch: &Patch,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Records that the execution `name` found nothing to do, and what it
     /// found (idempotent); `false` when the run has no record.
     fn mark_idle(

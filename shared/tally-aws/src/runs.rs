@@ -266,6 +266,8 @@ enum Guard {
     Predecessors,
     /// `EXECUTING`, naming exactly that many executions.
     Idle(usize),
+    /// Already in the target status: only the patch is set.
+    Is,
 }
 
 impl DynamoRuns {
@@ -286,10 +288,11 @@ impl DynamoRuns {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":to", s(to.as_str()))
             .expression_attribute_values(":at", ts(at));
-        if to == RunStatus::Executing {
+        let amend = matches!(guard, Guard::Is);
+        if to == RunStatus::Executing && !amend {
             set.push("started_at = if_not_exists(started_at, :at)");
         }
-        if to.is_terminal() {
+        if to.is_terminal() && !amend {
             set.push("ended_at = :at");
         }
         if let Some(n) = patch.units_total {
@@ -338,6 +341,10 @@ impl DynamoRuns {
                     return Err(StoreError::Permanent(format!("no run moves to {to}")));
                 }
                 format!("#s IN ({})", cond.join(", "))
+            }
+            Guard::Is => {
+                u = u.expression_attribute_values(":is", s(to.as_str()));
+                "#s = :is".to_owned()
             }
             Guard::Idle(executions) => {
                 if !RunStatus::Executing.can_move_to(to) {
@@ -475,6 +482,20 @@ impl RunStore for DynamoRuns {
     ) -> Result<Transition, StoreError> {
         self.set_status(run_id, to, at, patch, Guard::Idle(executions))
             .await
+    }
+
+    async fn amend(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        at: DateTime<Utc>,
+        patch: &crate::ports::Patch,
+    ) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.set_status(run_id, status, at, patch, Guard::Is)
+                .await?,
+            Transition::Applied
+        ))
     }
 
     async fn mark_idle(
@@ -685,13 +706,18 @@ fn apply_transition(
         return Transition::Refused(r.status);
     }
     r.status = to;
-    r.updated_at = at;
     if to == RunStatus::Executing {
         r.started_at.get_or_insert(at);
     }
     if to.is_terminal() {
         r.ended_at = Some(at);
     }
+    apply_patch(r, at, patch);
+    Transition::Applied
+}
+
+fn apply_patch(r: &mut RunRecord, at: DateTime<Utc>, patch: &crate::ports::Patch) {
+    r.updated_at = at;
     if let Some(n) = patch.units_total {
         r.units_total = n;
     }
@@ -710,7 +736,6 @@ fn apply_transition(
     if let Some(k) = &patch.report_key {
         r.report_key = Some(k.clone());
     }
-    Transition::Applied
 }
 
 impl RunStore for MemoryRuns {
@@ -802,6 +827,23 @@ impl RunStore for MemoryRuns {
                 Transition::Refused(r.status)
             }
             Some(r) => apply_transition(r, to, at, patch),
+        })
+    }
+
+    async fn amend(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        at: DateTime<Utc>,
+        patch: &crate::ports::Patch,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().unwrap();
+        Ok(match st.0.get_mut(run_id) {
+            Some(r) if r.status == status => {
+                apply_patch(r, at, patch);
+                true
+            }
+            _ => false,
         })
     }
 

@@ -23,6 +23,17 @@ impl Recon {
     pub fn id(program_id: &str, file_date: NaiveDate, settlement: u64, internal: u64) -> String {
         format!("{program_id}#{file_date}#s{settlement}#i{internal}")
     }
+
+    /// Where the reconciliation of these versions keeps its report and
+    /// exceptions (its own: a later reconciliation of the day has another).
+    pub fn report_dir(
+        program_id: &str,
+        file_date: NaiveDate,
+        settlement: u64,
+        internal: u64,
+    ) -> String {
+        format!("reports/{program_id}/{file_date}/s{settlement}-i{internal}")
+    }
 }
 
 /// Where a program and date stands, as `tally recon status` shows it.
