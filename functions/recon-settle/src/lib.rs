@@ -322,14 +322,12 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         }
     }
     let m = manifest_from_outcome(&i, &outcome)?;
-    // The side's records, as the run's progress; a canceled run stops here,
-    // before the side is accepted.
+    // The side's records, as the progress of whichever run it reports to.
+    let (side, records) = (side_name(i.side), m.records);
+    let progress = |r: String| async move { runs.heartbeat(&r, side, records, now()).await };
+    // A canceled run stops here, before the side is accepted.
     if let Some(current) = run_id.take() {
-        let side = side_name(i.side);
-        let records = m.records;
-        let heartbeat = |r: String| async move { runs.heartbeat(&r, side, records, now()).await };
-        let (joined, l) =
-            report_to_run(runs, current, program, date, arn, false, heartbeat).await?;
+        let (joined, l) = report_to_run(runs, current, program, date, arn, false, progress).await?;
         run_id = Some(joined);
         live = l;
         if !live {
@@ -390,11 +388,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
                 .await?;
             // A side still waiting is work: not in a run that has ended.
             if let Some(ended) = run_id.take().filter(|_| !live) {
-                let side = side_name(i.side);
-                let records = m.records;
-                let heartbeat =
-                    |r: String| async move { runs.heartbeat(&r, side, records, now()).await };
-                report_to_run(runs, ended, program, date, arn, true, heartbeat).await?;
+                report_to_run(runs, ended, program, date, arn, true, progress).await?;
             }
             let poll = cfg
                 .poll_seconds
@@ -448,8 +442,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         {
             (joined, l) = report_to_run(runs, joined, program, date, arn, true, plan).await?;
             // The side's records, as the new attempt's progress.
-            runs.heartbeat(&joined, side_name(i.side), m.records, now())
-                .await?;
+            progress(joined.clone()).await?;
         }
         run_id = Some(joined);
         live = l;

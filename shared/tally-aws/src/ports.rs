@@ -418,8 +418,9 @@ pub trait RunStore: Send + Sync {
         at: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<Heartbeat, StoreError>> + Send;
 
-    /// Names an execution working the run (idempotent); `false` when the
-    /// run has no record.
+    /// Names an execution working the run (idempotent), only while the run
+    /// is `EXECUTING`; `false` when it has ended or has no record (the
+    /// execution then belongs to the next attempt).
     fn attach(
         &self,
         run_id: &str,

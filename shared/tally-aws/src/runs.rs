@@ -579,11 +579,12 @@ impl RunStore for DynamoRuns {
             .table_name(&self.table)
             .key("run_id", s(run_id))
             .update_expression("SET executions.#n = :a, updated_at = :at")
-            .condition_expression("attribute_exists(#s)")
+            .condition_expression("#s = :ex")
             .expression_attribute_names("#n", name)
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":a", s(execution_arn))
             .expression_attribute_values(":at", ts(at))
+            .expression_attribute_values(":ex", s(RunStatus::Executing.as_str()))
             .send()
             .await;
         condition_met("UpdateItem(run execution)", out)
@@ -673,9 +674,17 @@ pub struct MemoryRuns {
     /// Test hook: cancel the run after this many heartbeats (an operator
     /// canceling while partitions run).
     cancel_after: Mutex<Option<u32>>,
+    /// Test hook: the next `attach` finds its run moved to this status first
+    /// (a run ending between a landing's claim and its attach).
+    end_before_attach: Mutex<Option<RunStatus>>,
 }
 
 impl MemoryRuns {
+    /// Ends the run that the next `attach` names, just before it applies.
+    pub fn end_before_next_attach(&self, to: RunStatus) {
+        *self.end_before_attach.lock().unwrap() = Some(to);
+    }
+
     /// Cancels whatever run is heartbeating once `n` heartbeats have been taken.
     pub fn cancel_after_heartbeats(&self, n: u32) {
         *self.cancel_after.lock().unwrap() = Some(n);
@@ -905,13 +914,18 @@ impl RunStore for MemoryRuns {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut st = self.state.lock().unwrap();
+        if let Some(to) = self.end_before_attach.lock().unwrap().take() {
+            if let Some(r) = st.0.get_mut(run_id) {
+                apply_transition(r, to, at, &crate::ports::Patch::default());
+            }
+        }
         Ok(match st.0.get_mut(run_id) {
-            Some(r) => {
+            Some(r) if r.status == RunStatus::Executing => {
                 r.executions.insert(name.into(), execution_arn.into());
                 r.updated_at = at;
                 true
             }
-            None => false,
+            _ => false,
         })
     }
 
@@ -988,23 +1002,40 @@ pub fn run_totals(totals: &[tally_domain::cob::CurrencyTotal]) -> Vec<RunTotal> 
 /// date, or starts attempt N+1 when the last one has ended (a landing after
 /// the end is a new version to reconcile), and names the execution in it.
 /// Two sides landing at once join one run: `submit` is a conditional claim
-/// on the business key. Returns the run and whether it is new.
+/// on the business key. A run that ends between the claim and the attach
+/// refuses the attach, and the landing claims again (the next attempt).
+/// Returns the run and whether it is new.
 pub async fn join_recon_run<U: RunStore>(
     runs: &U,
     program: &str,
     date: chrono::NaiveDate,
     execution_arn: Option<&str>,
 ) -> Result<(RunRecord, bool), StoreError> {
-    let now = Utc::now();
-    let (run, new) = runs
-        .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
-        .await?;
-    if let Some(arn) = execution_arn {
-        runs.attach(&run.run_id, execution_name(arn), arn, now)
+    for _ in 0..JOIN_ROUNDS {
+        let now = Utc::now();
+        let (run, new) = runs
+            .submit(&|attempt| RunRecord::new_recon(program, date, attempt, now))
             .await?;
+        let Some(arn) = execution_arn else {
+            return Ok((run, new));
+        };
+        if runs
+            .attach(&run.run_id, execution_name(arn), arn, now)
+            .await?
+        {
+            return Ok((run, new));
+        }
+        // The run ended between the claim and the attach: this landing is
+        // not part of it, so it goes to the next attempt.
     }
-    Ok((run, new))
+    Err(StoreError::Transient(format!(
+        "run of {program} {date}: ended under {JOIN_ROUNDS} joins in a row"
+    )))
 }
+
+/// How many times a landing tries to join a live run before it gives up
+/// (each failure means a run ended between its claim and its attach).
+const JOIN_ROUNDS: usize = 4;
 
 /// An execution's name: the last part of its ARN (the key of a run's
 /// `executions` and `idle`).
@@ -1096,5 +1127,33 @@ mod tests {
                 .unwrap(),
             Transition::Refused(RunStatus::Failure)
         );
+    }
+
+    #[tokio::test]
+    async fn a_landing_whose_run_ends_before_it_attaches_joins_the_next_attempt() {
+        let runs = MemoryRuns::default();
+        let d: NaiveDate = "2026-11-20".parse().unwrap();
+        let arn = |n: &str| format!("arn:aws:states:us-east-1:0:execution:recon:{n}");
+        let (first, new) = join_recon_run(&runs, "ACME", d, Some(&arn("e1")))
+            .await
+            .unwrap();
+        assert!(new);
+        // e2 claims the live run, which then ends before e2 attaches.
+        runs.end_before_next_attach(RunStatus::Success);
+        let (second, new) = join_recon_run(&runs, "ACME", d, Some(&arn("e2")))
+            .await
+            .unwrap();
+        assert!(new);
+        assert_eq!(second.run_id, "recon-ACME-2026-11-20-a2");
+        let first = runs.get(&first.run_id).await.unwrap().unwrap();
+        assert_eq!(first.status, RunStatus::Success);
+        assert_eq!(first.executions.keys().collect::<Vec<_>>(), ["e1"]);
+        let second = runs.get(&second.run_id).await.unwrap().unwrap();
+        assert_eq!(second.executions.keys().collect::<Vec<_>>(), ["e2"]);
+        // An ended run names no one new.
+        assert!(!runs
+            .attach(&first.run_id, "e3", &arn("e3"), Utc::now())
+            .await
+            .unwrap());
     }
 }

@@ -999,7 +999,7 @@ async fn a_landing_that_changes_nothing_ends_on_the_days_report_and_each_reconci
 
 #[tokio::test]
 #[ignore = "needs the local stack: make test"]
-async fn the_idle_record_and_the_idle_end_hold_their_conditions_in_dynamodb() {
+async fn the_idle_record_the_idle_end_the_attach_and_the_amend_hold_their_conditions_in_dynamodb() {
     use tally_aws::ports::{Patch, Transition};
     use tally_domain::run::RunCause;
     let _g = exclusive().await;
@@ -1097,4 +1097,40 @@ async fn the_idle_record_and_the_idle_end_hold_their_conditions_in_dynamodb() {
         (r.status, r.report_key.as_deref()),
         (RunStatus::Success, Some("reports/x/report.json"))
     );
+    // An ended run names no execution that comes after its end.
+    let after = "arn:aws:states:us-east-1:000000000000:execution:recon:e4";
+    assert!(!store.attach(&run_id, "e4", after, now).await.unwrap());
+    // The amend sets its fields only on a run in the given status, and
+    // leaves the status and the times.
+    let later = now + chrono::Duration::seconds(30);
+    let newer = Patch {
+        report_key: Some("reports/y/report.json".into()),
+        ..Patch::default()
+    };
+    assert!(store
+        .amend(&run_id, RunStatus::Success, later, &newer)
+        .await
+        .unwrap());
+    let other = Patch {
+        report_key: Some("reports/z/report.json".into()),
+        ..Patch::default()
+    };
+    assert!(!store
+        .amend(&run_id, RunStatus::Failure, later, &other)
+        .await
+        .unwrap());
+    let amended = store.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(amended.status, RunStatus::Success);
+    assert_eq!(amended.ended_at, r.ended_at);
+    assert_eq!(amended.report_key.as_deref(), Some("reports/y/report.json"));
+    assert!(!amended.executions.contains_key("e4"));
+    // That landing joins the next attempt instead.
+    let (next, new) = tally_aws::runs::join_recon_run(&store, &program, date(DATE), Some(after))
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(next.attempt, 2);
+    let next = store.get(&next.run_id).await.unwrap().unwrap();
+    assert_eq!(next.status, RunStatus::Executing);
+    assert_eq!(next.executions.keys().collect::<Vec<_>>(), ["e4"]);
 }
