@@ -1124,13 +1124,26 @@ async fn the_idle_record_the_idle_end_the_attach_and_the_amend_hold_their_condit
     assert_eq!(amended.ended_at, r.ended_at);
     assert_eq!(amended.report_key.as_deref(), Some("reports/y/report.json"));
     assert!(!amended.executions.contains_key("e4"));
-    // That landing joins the next attempt instead.
-    let (next, new) = tally_aws::runs::join_recon_run(&store, &program, date(DATE), Some(after))
+    // Through the claim (the record above was written without one): a
+    // landing after a run's end joins the next attempt.
+    let program = unique("ITRJ");
+    let join = |arn: &'static str| {
+        tally_aws::runs::join_recon_run(&store, &program, date(DATE), Some(arn))
+    };
+    let (first, new) = join("arn:aws:states:us-east-1:000000000000:execution:recon:f1")
         .await
         .unwrap();
+    assert!(new);
+    store
+        .transition(&first.run_id, RunStatus::Success, now, &Patch::default())
+        .await
+        .unwrap();
+    let (next, new) = join(after).await.unwrap();
     assert!(new);
     assert_eq!(next.attempt, 2);
     let next = store.get(&next.run_id).await.unwrap().unwrap();
     assert_eq!(next.status, RunStatus::Executing);
     assert_eq!(next.executions.keys().collect::<Vec<_>>(), ["e4"]);
+    let first = store.get(&first.run_id).await.unwrap().unwrap();
+    assert_eq!(first.executions.keys().collect::<Vec<_>>(), ["f1"]);
 }
