@@ -7,10 +7,7 @@ use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let sdk = config::aws().await;
     let publisher = AwsPublisher {
         events: aws_sdk_eventbridge::Client::new(&sdk),
@@ -19,10 +16,7 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
         source: tally_domain::cob::EVENT_SOURCE,
     };
-    let runs = tally_aws::runs::DynamoRuns {
-        client: aws_sdk_dynamodb::Client::new(&sdk),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = tally_aws::runs::DynamoRuns::from_env(aws_sdk_dynamodb::Client::new(&sdk))?;
     let (publisher, runs) = (&publisher, &runs);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

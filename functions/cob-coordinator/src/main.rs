@@ -6,18 +6,12 @@ use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let cfg = Config::from_env()?;
     let accounts = config::required("ACCOUNTS_TABLE")?;
     let client = aws_sdk_dynamodb::Client::new(&config::aws().await);
     // The coordinator never writes the ledger; the name is only for the type.
-    let runs = tally_aws::runs::DynamoRuns {
-        client: client.clone(),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = tally_aws::runs::DynamoRuns::from_env(client.clone())?;
     let book = DynamoBook::new(client, accounts, String::new());
     let (book, runs, cfg) = (&book, &runs, &cfg);
     lambda_runtime::run(service_fn(

@@ -6,15 +6,9 @@ use tally_aws::{config, runs::DynamoRuns};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let sdk = config::aws().await;
-    let runs = DynamoRuns {
-        client: aws_sdk_dynamodb::Client::new(&sdk),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = DynamoRuns::from_env(aws_sdk_dynamodb::Client::new(&sdk))?;
     let publisher = AwsPublisher {
         events: aws_sdk_eventbridge::Client::new(&sdk),
         sns: aws_sdk_sns::Client::new(&sdk),

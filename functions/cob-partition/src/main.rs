@@ -9,10 +9,7 @@ use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let cfg = Config::from_env()?;
     let client = aws_sdk_dynamodb::Client::new(&config::aws().await);
     let book = DynamoBook::new(

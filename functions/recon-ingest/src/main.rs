@@ -6,10 +6,7 @@ use tally_aws::handler_error::HandlerError;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let engine = AwsIngest::from_env().await?;
     let engine = &engine;
     lambda_runtime::run(service_fn(

@@ -6,10 +6,7 @@ use tally_aws::recon::{DynamoReconState, DynamoRecords};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let sdk = config::aws().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let records = DynamoRecords::new(
@@ -23,10 +20,7 @@ async fn main() -> Result<(), Error> {
         config::required("RECON_STATE_TABLE")?,
         config::required("LANDING_BUCKET")?,
     );
-    let runs = tally_aws::runs::DynamoRuns {
-        client: aws_sdk_dynamodb::Client::new(&sdk),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = tally_aws::runs::DynamoRuns::from_env(aws_sdk_dynamodb::Client::new(&sdk))?;
     let (records, state, runs) = (&records, &state, &runs);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -7,10 +7,7 @@ use tally_aws::recon::DynamoReconState;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let cfg = Config::from_env()?;
     let sdk = config::aws().await;
     let state = DynamoReconState::new(
@@ -26,10 +23,7 @@ async fn main() -> Result<(), Error> {
         alarm_topic_arn: config::required("ALARM_TOPIC_ARN")?,
         source: tally_domain::recon::pipeline::EVENT_SOURCE,
     };
-    let runs = tally_aws::runs::DynamoRuns {
-        client: aws_sdk_dynamodb::Client::new(&sdk),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = tally_aws::runs::DynamoRuns::from_env(aws_sdk_dynamodb::Client::new(&sdk))?;
     let (state, alarms, runs, cfg) = (&state, &alarms, &runs, &cfg);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -6,10 +6,7 @@ use tally_aws::sfn::SfnExecutions;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let sdk = config::aws().await;
     let exec = SfnExecutions {
         client: aws_sdk_sfn::Client::new(&sdk),

@@ -6,16 +6,10 @@ use tally_aws::sfn::SfnLookup;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let cfg = Config::from_env()?;
     let sdk = config::aws().await;
-    let runs = DynamoRuns {
-        client: aws_sdk_dynamodb::Client::new(&sdk),
-        table: config::required("RUNS_TABLE")?,
-    };
+    let runs = DynamoRuns::from_env(aws_sdk_dynamodb::Client::new(&sdk))?;
     let execs = SfnLookup {
         client: aws_sdk_sfn::Client::new(&sdk),
     };

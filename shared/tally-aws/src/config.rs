@@ -8,6 +8,15 @@ use std::str::FromStr;
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Every binary's logs: one JSON object a line (what CloudWatch Logs
+/// Insights queries), filtered by `RUST_LOG`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+}
+
 pub fn required(name: &str) -> Result<String, ConfigError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v),

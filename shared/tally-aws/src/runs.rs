@@ -374,6 +374,16 @@ impl DynamoRuns {
     }
 }
 
+impl DynamoRuns {
+    /// The store of the table named by `RUNS_TABLE`.
+    pub fn from_env(client: aws_sdk_dynamodb::Client) -> Result<Self, crate::config::ConfigError> {
+        Ok(DynamoRuns {
+            client,
+            table: crate::config::required("RUNS_TABLE")?,
+        })
+    }
+}
+
 impl RunStore for DynamoRuns {
     async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let out = self

@@ -8,10 +8,7 @@ use recon_ingest::IngestTask;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tally_aws::config::init_logging();
     let task = match std::env::var("TALLY_INGEST_TASK")
         .map_err(|_| "TALLY_INGEST_TASK must be set".to_owned())
         .and_then(|t| {
