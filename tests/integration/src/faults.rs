@@ -269,6 +269,10 @@ async fn cob(
             }
         }
     };
+    let difference = difference.or_else(|| {
+        (matches!(stress, Stress::Kill) && retries == 0)
+            .then(|| "the worker was never killed: no failed attempt in the execution".into())
+    });
     Ok(row(scenario, &stats, retries, wall, difference))
 }
 
@@ -345,12 +349,15 @@ async fn recon(
     let wall = started.elapsed();
     let stats = control::stats(proxy).await?;
     control::clear(proxy).await?;
-    let mut retries = 0;
+    // Write retries, and restarts: an ingest that resumed from a checkpoint
+    // was stopped and started again by the state machine's Retry.
+    let (mut retries, mut restarts) = (0, 0);
     for key in [&k_internal, &k_settlement] {
-        retries += staged_outcome(r, key).await["write_retries"]
-            .as_u64()
-            .unwrap_or(0);
+        let outcome = staged_outcome(r, key).await;
+        retries += outcome["write_retries"].as_u64().unwrap_or(0);
+        restarts += u64::from(outcome["resumed_from_record"].as_u64().unwrap_or(0) > 0);
     }
+    let never_killed = matches!(stress, Stress::Kill) && restarts == 0;
     let difference = match report {
         Err(e) => Some(format!("no report: {e:#}")),
         Ok(json) => {
@@ -361,7 +368,10 @@ async fn recon(
             (got != want).then(|| report_difference(&want, &got))
         }
     };
-    Ok(row(scenario, &stats, retries, wall, difference))
+    let difference = difference.or_else(|| {
+        never_killed.then(|| "the ingest was never killed: it resumed from no checkpoint".into())
+    });
+    Ok(row(scenario, &stats, retries + restarts, wall, difference))
 }
 
 fn report_difference(want: &serde_json::Value, got: &serde_json::Value) -> String {
