@@ -226,9 +226,18 @@ mod runs {
     /// The ingest `id` landed by its own execution, which joined `run_id`
     /// (as Inspect does).
     async fn in_run(runs: &MemoryRuns, side: Side, id: &str, run_id: &str) -> SettleInput {
-        runs.attach(run_id, id, &arn(id), chrono::Utc::now())
-            .await
-            .unwrap();
+        assert!(
+            runs.attach(run_id, id, &arn(id), chrono::Utc::now())
+                .await
+                .unwrap(),
+            "{id} lands while {run_id} is live"
+        );
+        again(side, id, run_id)
+    }
+
+    /// The input of a later Settle call (a poll, a retry) of an execution
+    /// that joined `run_id` before.
+    fn again(side: Side, id: &str, run_id: &str) -> SettleInput {
         let mut i = inspected(side, id);
         i.run_id = Some(run_id.into());
         i.execution_id = Some(arn(id));
@@ -306,8 +315,9 @@ mod runs {
         )
         .await
         .unwrap();
-        // Another execution reconciles and ends the run; this landing (a
-        // corrected internal side) reaches Settle only afterwards.
+        // This landing (a corrected internal side) joins the live run; another
+        // execution reconciles and ends it before this one reaches Settle.
+        let landed = in_run(&runs, Side::Internal, "i-1", &first).await;
         runs.transition(
             &first,
             RunStatus::Success,
@@ -316,15 +326,9 @@ mod runs {
         )
         .await
         .unwrap();
-        let out = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Internal, "i-1", &first).await,
-        )
-        .await
-        .unwrap();
+        let out = settle(&state, &alarms, &runs, &cfg(), landed)
+            .await
+            .unwrap();
         let Settled::Ready {
             run_id: Some(next),
             recon,
@@ -349,6 +353,7 @@ mod runs {
             MemoryRuns::default(),
         );
         let run_id = joined(&runs).await;
+        let landed = in_run(&runs, Side::Settlement, "s-1", &run_id).await;
         runs.transition(
             &run_id,
             RunStatus::Canceled,
@@ -358,15 +363,9 @@ mod runs {
         .await
         .unwrap();
         applied(&state, "s-1", 7, true).await;
-        let err = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
-        )
-        .await
-        .unwrap_err();
+        let err = settle(&state, &alarms, &runs, &cfg(), landed)
+            .await
+            .unwrap_err();
         assert_eq!(err.name, errors::RUN_CANCELED);
         let (settlement, _) = state
             .manifests("ACME", "2026-11-20".parse().unwrap())
@@ -659,7 +658,7 @@ mod runs {
         );
         let a1 = reconciled_day(&state, &alarms, &runs).await;
         // The settlement side's execution, which waited in attempt 1, asks again.
-        let mut poll = in_run(&runs, Side::Settlement, "s-8", &a1).await;
+        let mut poll = again(Side::Settlement, "s-8", &a1);
         poll.waited_seconds = 600;
         let out = settle(&state, &alarms, &runs, &cfg(), poll).await.unwrap();
         assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
