@@ -50,12 +50,17 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## build: release binaries of the Lambdas and the CLI
-FUNCTIONS := -p cob-coordinator -p cob-partition -p cob-aggregate -p cob-deadline -p run-sweeper \
-             -p recon-trigger -p recon-inspect -p recon-ingest -p recon-settle -p recon-match -p recon-rollup
+## build: release binaries of the Lambdas, the container's task and the CLI
+FUNCTIONS := cob-coordinator cob-partition cob-aggregate cob-deadline run-sweeper \
+             recon-trigger recon-inspect recon-ingest recon-settle recon-match recon-rollup
+# Named by --bin, not -p: the lambda host runs `cargo run --bin NAME` from the
+# workspace root, which resolves features over every member; a -p build
+# resolves them over the named packages only, so the host would rebuild each
+# function on its first invoke (about a minute each).
+BINS := $(addprefix --bin ,$(FUNCTIONS) recon-ingest-task tally)
 
 build:
-	cargo build --release --bins $(FUNCTIONS) -p tally-cli
+	cargo build --release $(BINS)
 
 up: setup build
 	$(PY) localstack/tally_local.py up --no-reload
@@ -121,7 +126,7 @@ test-fuzz: $(CARGO_FUZZ)
 # Every AWS call passes the test-only fault proxy (tests/fault-proxy), idle
 # until a test sets a fault plan on it.
 test-integration: setup
-	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
+	cargo build $(BINS) --bin fault-proxy
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
@@ -130,7 +135,7 @@ test-integration: setup
 
 ## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
 faults: setup
-	cargo build --bins $(FUNCTIONS) -p fault-proxy -p tally-cli
+	cargo build $(BINS) --bin fault-proxy
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
