@@ -63,14 +63,14 @@ build:
 	cargo build --release $(BINS)
 
 up: setup build
-	$(PY) localstack/tally_local.py up --no-reload
+	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
 
 down:
-	$(PY) localstack/tally_local.py down || true
+	$(PY) localstack/tally_local.py down $(PORTS) || true
 
 ## demo: local stack, a generated book of DEMO_ACCOUNTS, the COB through the real state machine
 demo: setup build
-	$(PY) localstack/tally_local.py up --no-reload
+	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
 	$(LOCAL_ENV) $(TALLY) accounts generate --count $(DEMO_ACCOUNTS) --date $(DEMO_DATE) --out .tally/demo-book.jsonl
 	$(LOCAL_ENV) $(TALLY) accounts import .tally/demo-book.jsonl
 	$(LOCAL_ENV) $(TALLY) cob run --date $(DEMO_DATE) --wait
@@ -88,7 +88,7 @@ demo: setup build
 	  sys.exit(0 if got == want else "the report differs from the breaks the generator injected")' \
 	  $(DEMO_RECON)-report.json $(DEMO_RECON)-expected.json
 	@echo "the report ($(DEMO_RECON)-report.json) equals the breaks the generator injected ($(DEMO_RECON)-expected.json)"
-	@echo "the local stack is still up: 'make down' stops it"
+	@echo "the local stack is still up: 'make down' stops it (with the same port variables)"
 
 ## test: everything — format, lint, unit, static (ASL, SAM, schemas, IAM, security), a fuzz smoke run, integration on the local stack
 test: setup lint test-unit test-static test-fuzz test-integration
