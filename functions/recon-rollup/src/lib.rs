@@ -99,21 +99,23 @@ pub struct RolledUp {
 /// The reconciliation's own report: each pair of side versions has its
 /// own, so a later reconciliation of the day never overwrites an earlier
 /// one's (its run's report stays what that run found).
-pub fn report_key(recon: &Recon) -> String {
-    format!("{}/report.json", recon_prefix(recon))
-}
-
-pub fn exceptions_key(recon: &Recon) -> String {
-    format!("{}/exceptions.csv", recon_prefix(recon))
-}
-
-fn recon_prefix(r: &Recon) -> String {
-    Recon::report_dir(
+pub fn report_key(r: &Recon) -> String {
+    Recon::report_key(
         &r.program_id,
         r.file_date,
         r.settlement_version,
         r.internal_version,
     )
+}
+
+pub fn exceptions_key(r: &Recon) -> String {
+    let dir = Recon::report_dir(
+        &r.program_id,
+        r.file_date,
+        r.settlement_version,
+        r.internal_version,
+    );
+    format!("{dir}/exceptions.csv")
 }
 
 /// The day's latest report: a copy of the last reconciliation's.

@@ -176,14 +176,11 @@ async fn idle<R: ReconState, U: RunStore>(
     };
     // The report of the day's accepted versions, if an earlier attempt made it.
     let (settlement, internal) = state.manifests(program, date).await?;
-    let current = format!(
-        "{}/report.json",
-        Recon::report_dir(
-            program,
-            date,
-            settlement.map_or(0, |m| m.version),
-            internal.map_or(0, |m| m.version)
-        )
+    let current = Recon::report_key(
+        program,
+        date,
+        settlement.map_or(0, |m| m.version),
+        internal.map_or(0, |m| m.version),
     );
     let (to, patch) = match run.idle_rejection() {
         Some(rejected) => (RunStatus::Failure, patch(Some(rejected.clone()), None)),
@@ -428,6 +425,7 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
     // execution holds the reconciliation. A run that was reconciled under
     // this landing is the exception: only a reconciliation that no one
     // holds yet is new work, for the next attempt, so the claim comes first.
+    let mut claimed = false;
     if let Some(current) = run_id.take() {
         let (shards, exec) = (recon.shard_count, arn.unwrap_or_default());
         let plan = |r: String| async move { runs.plan(&r, shards, exec, now()).await };
@@ -435,11 +433,12 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         if live {
             (joined, l) = report_to_run(runs, joined, program, date, arn, false, plan).await?;
         }
-        if !l
-            && state
+        if !l {
+            claimed = state
                 .claim(program, date, &recon.recon_id, &i.ingest_id)
-                .await?
-        {
+                .await?;
+        }
+        if claimed {
             (joined, l) = report_to_run(runs, joined, program, date, arn, true, plan).await?;
             // The side's records, as the new attempt's progress.
             progress(joined.clone()).await?;
@@ -447,10 +446,13 @@ pub async fn settle<R: ReconState, A: Publisher, U: RunStore>(
         run_id = Some(joined);
         live = l;
     }
+    // Claimed above already, or claimed now (a claim by the same ingest
+    // again is granted, so a retried Settle gets here too).
     if !live
-        || !state
-            .claim(program, date, &recon.recon_id, &i.ingest_id)
-            .await?
+        || !(claimed
+            || state
+                .claim(program, date, &recon.recon_id, &i.ingest_id)
+                .await?)
     {
         let found = cause(
             run::CLAIMED_ELSEWHERE,

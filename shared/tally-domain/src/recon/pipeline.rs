@@ -34,6 +34,20 @@ impl Recon {
     ) -> String {
         format!("reports/{program_id}/{file_date}/s{settlement}-i{internal}")
     }
+
+    /// The report of the reconciliation of these versions (in
+    /// [`Recon::report_dir`]).
+    pub fn report_key(
+        program_id: &str,
+        file_date: NaiveDate,
+        settlement: u64,
+        internal: u64,
+    ) -> String {
+        format!(
+            "{}/report.json",
+            Self::report_dir(program_id, file_date, settlement, internal)
+        )
+    }
 }
 
 /// Where a program and date stands, as `tally recon status` shows it.
