@@ -1,6 +1,7 @@
 //! The engine wired to AWS, shared by the Lambda and the container task.
 
 use crate::{ingest, record_outcome, Config, IngestOutcome, IngestTask};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tally_aws::config;
 use tally_aws::dynamo::DynamoFaultSwitch;
 use tally_aws::handler_error::HandlerError;
@@ -54,32 +55,41 @@ impl AwsIngest {
         })
     }
 
-    /// Ingests, then records the outcome (and quarantines a rejected file).
+    /// Ingests, reports what the attempt did (its write retries too when it
+    /// failed), then records the outcome (and quarantines a rejected file).
     pub async fn run(&self, task: IngestTask) -> Result<IngestOutcome, HandlerError> {
+        use tally_aws::emf::{names, Metrics};
         let (obj, version) = (task.object.clone(), task.version);
-        let outcome = ingest(
+        let retries = AtomicU64::new(0);
+        let result = ingest(
             &self.objects,
             &self.records,
             &self.progress,
             &self.faults,
             &self.cfg,
             task,
+            &retries,
         )
-        .await?;
-        record_outcome(
-            &self.state,
-            &self.objects,
-            &self.alarms,
-            &obj,
-            version,
-            &outcome,
-        )
-        .await?;
+        .await;
+        let write_retries = retries.load(Ordering::Relaxed);
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                // The retry of this attempt resumes from its checkpoint; what
+                // this one cost in throttled writes is reported here or never.
+                tracing::warn!(key = %obj.key, write_retries, error = %e.name, "ingest attempt failed");
+                Metrics::new("recon-ingest")
+                    .count(names::WRITE_RETRIES, write_retries)
+                    .property("object_key", obj.key.as_str())
+                    .property("attempt", "failed")
+                    .emit();
+                return Err(e);
+            }
+        };
         match &outcome {
             IngestOutcome::Applied {
                 records,
                 resumed_from_record,
-                write_retries,
                 program_id,
                 file_date,
                 ..
@@ -91,19 +101,28 @@ impl AwsIngest {
                     write_retries,
                     "ingest applied"
                 );
-                use tally_aws::emf::{names, Metrics};
                 Metrics::new("recon-ingest")
                     .count(names::RECORDS_INGESTED, records - resumed_from_record)
-                    .count(names::WRITE_RETRIES, *write_retries)
+                    .count(names::WRITE_RETRIES, write_retries)
                     .property("object_key", obj.key.as_str())
                     .property("program_id", program_id.as_str())
                     .property("file_date", file_date.to_string())
+                    .property("attempt", "applied")
                     .emit();
             }
             IngestOutcome::Rejected { reason, .. } => {
                 tracing::warn!(key = %obj.key, line = reason.line, field = %reason.field, "file rejected")
             }
         }
+        record_outcome(
+            &self.state,
+            &self.objects,
+            &self.alarms,
+            &obj,
+            version,
+            &outcome,
+        )
+        .await?;
         Ok(outcome)
     }
 }

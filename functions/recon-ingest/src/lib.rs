@@ -26,8 +26,9 @@
 //! Memory: one line buffer, one chunk of `checkpoint_records` items, and the
 //! validator's 8 bytes per record for duplicate detection.
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tally_aws::config::{bounded, switch, ConfigError};
 use tally_aws::handler_error::HandlerError;
 use tally_aws::ports::{
@@ -279,6 +280,8 @@ pub async fn record_outcome<R: ReconState, Q: Quarantine, A: Publisher>(
 }
 
 /// Validates the file, then applies its records from the last checkpoint.
+/// Every write retry this attempt makes is added to `retries` as it is made,
+/// so an attempt that fails still shows what it cost.
 pub async fn ingest<S, K, P, F>(
     src: &S,
     sink: &K,
@@ -286,6 +289,7 @@ pub async fn ingest<S, K, P, F>(
     faults: &F,
     cfg: &Config,
     task: IngestTask,
+    retries: &AtomicU64,
 ) -> Result<IngestOutcome, HandlerError>
 where
     S: ObjectSource,
@@ -343,7 +347,6 @@ where
     // once every record before it is written.
     let (mut offset, mut line_no) = (start.offset_bytes, start.next_line);
     let mut applied = start.records_applied;
-    let mut retries = 0u64;
     loop {
         let consumed = next_line(&mut r, &mut buf).await?;
         if let Some(n) = consumed {
@@ -356,7 +359,7 @@ where
         if chunk.len() < cfg.checkpoint_records && consumed.is_some() {
             continue;
         }
-        retries += write_chunk(sink, key.side, &chunk, cfg).await?;
+        write_chunk(sink, key.side, &chunk, cfg, retries).await?;
         applied += chunk.len() as u64;
         chunk.clear();
         progress
@@ -388,7 +391,7 @@ where
         version,
         records: applied,
         resumed_from_record: start.records_applied,
-        write_retries: retries,
+        write_retries: retries.load(Ordering::Relaxed),
         control,
     })
 }
@@ -437,13 +440,29 @@ async fn write_chunk<K: RecordSink>(
     side: Side,
     chunk: &[StoredTxn],
     cfg: &Config,
-) -> Result<u64, StoreError> {
-    let retries: Vec<u32> = futures::stream::iter(chunk.chunks(BATCH_RECORDS))
-        .map(|batch| sink.put_records(side, batch))
-        .buffer_unordered(cfg.write_concurrency)
-        .try_collect()
-        .await?;
-    Ok(retries.into_iter().map(u64::from).sum())
+    retries: &AtomicU64,
+) -> Result<(), StoreError> {
+    // After a batch fails no new one starts, but those in flight finish:
+    // none is cut off between a call and its answer, and every retry they
+    // make is counted.
+    let failed = AtomicBool::new(false);
+    let mut done = futures::stream::iter(chunk.chunks(BATCH_RECORDS))
+        .take_while(|_| std::future::ready(!failed.load(Ordering::Relaxed)))
+        .map(|batch| async {
+            let r = sink.put_records(side, batch, retries).await;
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .buffer_unordered(cfg.write_concurrency);
+    let mut first_error = None;
+    while let Some(r) = done.next().await {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 pub mod aws;

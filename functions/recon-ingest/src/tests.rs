@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tally_aws::memory::{
     MemoryFaults, MemoryObjects, MemoryProgress, MemoryPublisher, MemoryQuarantine, MemoryRecords,
 };
@@ -44,6 +45,14 @@ impl World {
         }
     }
     async fn ingest(&self, cfg: &Config, task: IngestTask) -> Result<IngestOutcome, HandlerError> {
+        self.ingest_counting(cfg, task, &AtomicU64::new(0)).await
+    }
+    async fn ingest_counting(
+        &self,
+        cfg: &Config,
+        task: IngestTask,
+        retries: &AtomicU64,
+    ) -> Result<IngestOutcome, HandlerError> {
         ingest(
             &self.objects,
             &self.records,
@@ -51,6 +60,7 @@ impl World {
             &self.faults,
             cfg,
             task,
+            retries,
         )
         .await
     }
@@ -168,6 +178,43 @@ async fn throttled_writes_are_retried_and_every_record_lands_once() {
     assert_eq!(records, 600);
     assert!(retries >= 15, "{retries} retries");
     assert_eq!(w.records.throttled(), 15);
+    assert_eq!(w.records.records(Side::Settlement).len(), 600);
+}
+
+#[tokio::test]
+async fn an_attempt_whose_writes_give_up_fails_with_its_retries_counted_and_its_chunk_unsaved() {
+    let w = World::new();
+    let obj = w
+        .objects
+        .put(KEY, sample::settlement_file(&spec(600)).into_bytes());
+    // The first 15 calls come back partly unprocessed; the memory sink spends
+    // them all on the first batch (a single held-back record is held back
+    // again), which then lands on call 16. Call 17, the second batch's first,
+    // fails as a batch does that is still unprocessed after its last attempt.
+    w.records.throttle_next(15);
+    w.records.fail_after_calls(16);
+    let retries = AtomicU64::new(0);
+    // Chunks of 200 records are 8 batches, 4 in flight at once.
+    let err = w
+        .ingest_counting(&cfg(200), task(obj.clone()), &retries)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, tally_domain::errors::TRANSIENT_STORE_ERROR);
+    assert_eq!(retries.load(Ordering::Relaxed), 15);
+    // The failed chunk is not checkpointed: the retry writes it again.
+    assert_eq!(w.progress.get(&ingest_id(KEY, &obj.etag, None)), None);
+    // Batches 2 to 5 were in flight (5 took 1's place) and failed on their
+    // first call; once a failure was seen, 6 to 8 never started. Only the
+    // first batch's 25 records were written.
+    assert_eq!(w.records.calls(), 16 + 4);
+    assert_eq!(w.records.records(Side::Settlement).len(), 25);
+    w.records.stop_failing();
+    let again = AtomicU64::new(0);
+    let out = w
+        .ingest_counting(&cfg(200), task(obj), &again)
+        .await
+        .unwrap();
+    assert_eq!(applied(&out), (600, 0, 0));
     assert_eq!(w.records.records(Side::Settlement).len(), 600);
 }
 

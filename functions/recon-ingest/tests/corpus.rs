@@ -67,6 +67,7 @@ async fn run(key: &str, data: Vec<u8>) -> (IngestOutcome, MemoryRecords) {
             version: Some(1),
             fault: None,
         },
+        &std::sync::atomic::AtomicU64::new(0),
     )
     .await
     .unwrap();

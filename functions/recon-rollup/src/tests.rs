@@ -89,6 +89,7 @@ impl World {
             &self.faults,
             &cfg,
             task.clone(),
+            &std::sync::atomic::AtomicU64::new(0),
         )
         .await
         .unwrap();

@@ -25,6 +25,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tally_domain::account::{Account, Product, RunMark, Status};
 use tally_domain::currency::Currency;
 use tally_domain::ledger::LedgerEntry;
@@ -307,9 +308,14 @@ impl DynamoBook {
         table: &str,
         pending: Vec<WriteRequest>,
     ) -> Result<(), StoreError> {
-        batch_write_all(&self.client, table, pending, self.backoff)
-            .await
-            .map(|_| ())
+        batch_write_all(
+            &self.client,
+            table,
+            pending,
+            self.backoff,
+            &AtomicU64::new(0),
+        )
+        .await
     }
 
     /// One page of the ledger (a `Scan`), optionally only one accrual date.
@@ -571,13 +577,15 @@ impl FaultSwitch for DynamoFaultSwitch {
 /// items DynamoDB returns as `UnprocessedItems` are sent again, and a
 /// throttled or failed call (transient errors only) is repeated, each time
 /// after a full-jitter backoff, at most `backoff.attempts_max` calls in all.
-/// Returns the number of retries it took.
+/// Each retry is added to `retries` as it is made, so a batch that finally
+/// fails still shows the retries it took.
 pub async fn batch_write_all(
     client: &Client,
     table: &str,
     mut pending: Vec<WriteRequest>,
     backoff: Backoff,
-) -> Result<u32, StoreError> {
+    retries: &AtomicU64,
+) -> Result<(), StoreError> {
     for attempt in 1..=backoff.attempts_max {
         let out = client
             .batch_write_item()
@@ -592,7 +600,7 @@ pub async fn batch_write_all(
                     .cloned()
                     .unwrap_or_default();
                 if pending.is_empty() {
-                    return Ok(attempt - 1);
+                    return Ok(());
                 }
             }
             Err(e) => {
@@ -603,6 +611,7 @@ pub async fn batch_write_all(
             }
         }
         if attempt < backoff.attempts_max {
+            retries.fetch_add(1, Ordering::Relaxed);
             backoff.sleep(attempt).await;
         }
     }

@@ -240,6 +240,7 @@ impl Publisher for MemoryPublisher {
 // ---------------------------------------------------------------------------
 
 use crate::ports::{Checkpoint, IngestProgress, ObjectRef, ObjectSource, RecordSink, StoredTxn};
+use std::sync::atomic::AtomicU64;
 use tally_domain::recon::Side;
 
 /// An object's ETag and bytes.
@@ -321,6 +322,10 @@ struct RecordsState {
     /// (the first half of each batch written, the rest retried).
     throttle_next_calls: u32,
     throttled: u64,
+    /// Write calls made (each retry is a call).
+    calls: u64,
+    /// Calls after this many fail with a transient error.
+    fail_after_calls: Option<u64>,
 }
 
 impl MemoryRecords {
@@ -328,6 +333,17 @@ impl MemoryRecords {
     /// DynamoDB does under throttling.
     pub fn throttle_next(&self, calls: u32) {
         self.state.lock().unwrap().throttle_next_calls = calls;
+    }
+
+    /// Makes every write call after the first `calls` (retries included)
+    /// fail as a batch does that is still unprocessed after its last attempt.
+    pub fn fail_after_calls(&self, calls: u64) {
+        self.state.lock().unwrap().fail_after_calls = Some(calls);
+    }
+
+    /// Lets writes succeed again.
+    pub fn stop_failing(&self) {
+        self.state.lock().unwrap().fail_after_calls = None;
     }
 
     pub fn records(&self, side: Side) -> Vec<StoredTxn> {
@@ -350,10 +366,20 @@ impl MemoryRecords {
     pub fn throttled(&self) -> u64 {
         self.state.lock().unwrap().throttled
     }
+
+    /// Write calls made in all, retries included.
+    pub fn calls(&self) -> u64 {
+        self.state.lock().unwrap().calls
+    }
 }
 
 impl RecordSink for MemoryRecords {
-    async fn put_records(&self, side: Side, records: &[StoredTxn]) -> Result<u32, StoreError> {
+    async fn put_records(
+        &self,
+        side: Side,
+        records: &[StoredTxn],
+        retries: &AtomicU64,
+    ) -> Result<(), StoreError> {
         if records.len() > 25 {
             return Err(StoreError::Permanent(format!(
                 "{} records in one batch (at most 25)",
@@ -361,9 +387,15 @@ impl RecordSink for MemoryRecords {
             )));
         }
         let mut pending: Vec<&StoredTxn> = records.iter().collect();
-        let mut retries = 0;
         while !pending.is_empty() {
             let mut st = self.state.lock().unwrap();
+            st.calls += 1;
+            if st.fail_after_calls.is_some_and(|n| st.calls > n) {
+                return Err(StoreError::Transient(format!(
+                    "BatchWriteItem: {} items still unprocessed (injected)",
+                    pending.len()
+                )));
+            }
             let cut = if st.throttle_next_calls > 0 {
                 st.throttle_next_calls -= 1;
                 st.throttled += 1;
@@ -383,10 +415,10 @@ impl RecordSink for MemoryRecords {
                 );
             }
             if !pending.is_empty() {
-                retries += 1;
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        Ok(retries)
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::error::StoreError;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use tally_domain::account::{Account, RunMark};
 use tally_domain::ledger::LedgerEntry;
 use tally_domain::Decimal;
@@ -154,12 +155,14 @@ pub trait RecordSink: Send + Sync {
     /// Writes at most 25 records of one side as plain puts (an identical
     /// record written twice is one record: idempotent). Only the items
     /// DynamoDB leaves unprocessed, and throttled calls, are retried, with
-    /// bounded backoff and full jitter; returns how many retries it took.
+    /// bounded backoff and full jitter. Each retry is added to `retries` as it
+    /// is made, so the count holds for a batch that finally fails too.
     fn put_records(
         &self,
         side: tally_domain::recon::Side,
         records: &[StoredTxn],
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+        retries: &AtomicU64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// How far an ingest of one object version has applied its records.

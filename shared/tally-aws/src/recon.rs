@@ -25,6 +25,7 @@ use crate::retry::Backoff;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use tally_domain::money::format_amount;
 use tally_domain::recon::{Side, Sign, Txn, TxnType};
 
@@ -192,7 +193,12 @@ pub fn record_from_item(item: &Item) -> Result<StoredTxn, StoreError> {
 }
 
 impl RecordSink for DynamoRecords {
-    async fn put_records(&self, side: Side, records: &[StoredTxn]) -> Result<u32, StoreError> {
+    async fn put_records(
+        &self,
+        side: Side,
+        records: &[StoredTxn],
+        retries: &AtomicU64,
+    ) -> Result<(), StoreError> {
         let requests = records
             .iter()
             .map(|r| {
@@ -203,7 +209,14 @@ impl RecordSink for DynamoRecords {
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        batch_write_all(&self.client, self.table(side), requests, self.backoff).await
+        batch_write_all(
+            &self.client,
+            self.table(side),
+            requests,
+            self.backoff,
+            retries,
+        )
+        .await
     }
 }
 

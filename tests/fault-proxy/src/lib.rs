@@ -67,7 +67,8 @@ impl Kind {
 }
 
 /// One rule: requests whose operation is in `operations` (all requests when
-/// empty) get `kind` with probability `rate`.
+/// empty), and whose body holds `body_contains` when it is set, get `kind`
+/// with probability `rate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -78,6 +79,19 @@ pub struct Rule {
     /// For `latency`: the delay added (at most 30 s).
     #[serde(default)]
     pub latency_ms: u64,
+    /// Only requests whose body contains this text (1 to 256 bytes), such
+    /// as a key prefix: a test's faults then stay off other work on the
+    /// stack. The body of a request the rule could apply to is read whole
+    /// (at most 32 MB) before the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+}
+
+impl Rule {
+    fn applies_to(&self, op: &str) -> bool {
+        (self.operations.is_empty() || self.operations.iter().any(|o| o == op))
+            && (self.kind != Kind::Unprocessed || op == "BatchWriteItem")
+    }
 }
 
 /// A fault plan. Rules are tried in order; the first that fires wins.
@@ -95,6 +109,7 @@ pub struct Plan {
 }
 
 pub const LATENCY_MS_MAX: u64 = 30_000;
+pub const BODY_CONTAINS_MAX: usize = 256;
 pub const EXPIRES_AFTER_S_MAX: u64 = 6 * 3600;
 
 impl Plan {
@@ -114,6 +129,7 @@ impl Plan {
                 rate,
                 operations: operations.iter().map(|s| (*s).to_owned()).collect(),
                 latency_ms: 0,
+                body_contains: None,
             }],
             max_faults: Plan::default_max_faults(),
             expires_after_s: Plan::default_expires_after_s(),
@@ -134,6 +150,14 @@ impl Plan {
                     "rules[{i}].latency_ms: expected 1..={LATENCY_MS_MAX} for latency, got {}",
                     r.latency_ms
                 ));
+            }
+            if let Some(b) = &r.body_contains {
+                if b.is_empty() || b.len() > BODY_CONTAINS_MAX {
+                    return Err(format!(
+                        "rules[{i}].body_contains: expected 1..={BODY_CONTAINS_MAX} bytes, got {}",
+                        b.len()
+                    ));
+                }
             }
             if r.kind == Kind::Unprocessed && r.operations.iter().any(|o| o != "BatchWriteItem") {
                 return Err(format!(
@@ -250,8 +274,20 @@ impl Injector {
         &self.stats
     }
 
-    /// Counts the request and decides whether it gets a fault.
-    pub fn decide(&mut self, op: &str, now: Instant) -> Option<Decision> {
+    /// Whether a request for `op` must be read whole before `decide`: some
+    /// rule that could apply to it looks into bodies.
+    pub fn needs_body(&self, op: &str) -> bool {
+        self.plan.as_ref().is_some_and(|(plan, _)| {
+            plan.rules
+                .iter()
+                .any(|r| r.body_contains.is_some() && r.applies_to(op))
+        })
+    }
+
+    /// Counts the request and decides whether it gets a fault. `body` is the
+    /// request's body when `needs_body` asked for it; a rule that looks into
+    /// bodies never fires without one.
+    pub fn decide(&mut self, op: &str, body: Option<&[u8]>, now: Instant) -> Option<Decision> {
         self.stats.requests += 1;
         let request = self.stats.requests;
         let (plan, set_at) = self.plan.as_ref()?;
@@ -262,8 +298,10 @@ impl Injector {
         }
         let (seed, rules) = (plan.seed, plan.rules.clone());
         for (i, rule) in rules.iter().enumerate() {
-            let applies = rule.operations.is_empty() || rule.operations.iter().any(|o| o == op);
-            let applies = applies && (rule.kind != Kind::Unprocessed || op == "BatchWriteItem");
+            let applies = rule.applies_to(op)
+                && rule.body_contains.as_ref().is_none_or(|needle| {
+                    body.is_some_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                });
             if applies && coin(seed, request, i as u64, rule.rate) {
                 return Some(Decision {
                     kind: rule.kind,
@@ -510,17 +548,21 @@ mod tests {
     fn rules_match_operations_and_respect_budget_and_expiry() {
         let mut inj = Injector::new();
         let t0 = Instant::now();
-        assert_eq!(inj.decide("BatchWriteItem", t0), None, "no plan, no fault");
+        assert_eq!(
+            inj.decide("BatchWriteItem", None, t0),
+            None,
+            "no plan, no fault"
+        );
         let mut plan = Plan::one(1, Kind::Throttle, 1.0, &["BatchWriteItem"]);
         plan.max_faults = 3;
         inj.set(plan, t0).unwrap();
-        assert_eq!(inj.decide("GetItem", t0), None);
+        assert_eq!(inj.decide("GetItem", None, t0), None);
         for _ in 0..3 {
-            let d = inj.decide("BatchWriteItem", t0).unwrap();
+            let d = inj.decide("BatchWriteItem", None, t0).unwrap();
             assert_eq!(d.kind, Kind::Throttle);
             inj.count(d.kind, "BatchWriteItem", 0);
         }
-        assert_eq!(inj.decide("BatchWriteItem", t0), None, "budget spent");
+        assert_eq!(inj.decide("BatchWriteItem", None, t0), None, "budget spent");
         assert_eq!(inj.stats().requests, 5);
         assert_eq!(inj.stats().faults["throttle"], 3);
 
@@ -528,11 +570,28 @@ mod tests {
         plan.expires_after_s = 10;
         inj.set(plan, t0).unwrap();
         assert!(inj
-            .decide("PUT bucket", t0 + Duration::from_secs(9))
+            .decide("PUT bucket", None, t0 + Duration::from_secs(9))
             .is_some());
         assert!(inj
-            .decide("PUT bucket", t0 + Duration::from_secs(10))
+            .decide("PUT bucket", None, t0 + Duration::from_secs(10))
             .is_none());
+    }
+
+    #[test]
+    fn a_rule_with_body_contains_fires_only_on_bodies_that_hold_its_text() {
+        let mut inj = Injector::new();
+        let mut plan = Plan::one(1, Kind::Throttle, 1.0, &["BatchWriteItem"]);
+        plan.rules[0].body_contains = Some("ITTHROTTLE#".into());
+        inj.set(plan, Instant::now()).unwrap();
+        assert!(inj.needs_body("BatchWriteItem"));
+        assert!(!inj.needs_body("GetItem"), "no rule applies to it");
+        let now = Instant::now();
+        let ours = br#"{"RequestItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"ITTHROTTLE#2026-11-20#Shard3"}}}}]}}"#;
+        let other = br#"{"RequestItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"ITTWICE#2026-11-20#Shard3"}}}}]}}"#;
+        assert!(inj.decide("BatchWriteItem", Some(ours), now).is_some());
+        assert!(inj.decide("BatchWriteItem", Some(other), now).is_none());
+        assert!(inj.decide("BatchWriteItem", None, now).is_none());
+        assert!(!Injector::new().needs_body("BatchWriteItem"), "no plan");
     }
 
     #[test]
@@ -540,8 +599,10 @@ mod tests {
         let mut inj = Injector::new();
         inj.set(Plan::one(1, Kind::Unprocessed, 1.0, &[]), Instant::now())
             .unwrap();
-        assert!(inj.decide("TransactWriteItems", Instant::now()).is_none());
-        assert!(inj.decide("BatchWriteItem", Instant::now()).is_some());
+        assert!(inj
+            .decide("TransactWriteItems", None, Instant::now())
+            .is_none());
+        assert!(inj.decide("BatchWriteItem", None, Instant::now()).is_some());
     }
 
     #[test]
@@ -554,6 +615,17 @@ mod tests {
         p.rules[0].latency_ms = 10;
         p.expires_after_s = 0;
         assert!(p.validate().unwrap_err().starts_with("expires_after_s"));
+        let mut p = Plan::one(1, Kind::Throttle, 0.5, &[]);
+        p.rules[0].body_contains = Some(String::new());
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .starts_with("rules[0].body_contains"));
+        p.rules[0].body_contains = Some("x".repeat(BODY_CONTAINS_MAX + 1));
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .starts_with("rules[0].body_contains"));
         let p = Plan::one(1, Kind::Unprocessed, 0.5, &["PutItem"]);
         assert!(p.validate().unwrap_err().contains("BatchWriteItem only"));
         assert!(serde_json::from_str::<Plan>(r#"{"seed":1,"rules":[],"extra":1}"#).is_err());

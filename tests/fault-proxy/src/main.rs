@@ -2,8 +2,9 @@
 //!
 //! A loopback HTTP/1.1 proxy that forwards to the local stack and injects the
 //! faults of the plan set on `/_fault/plan` (see the library). Bodies are
-//! streamed through; only a `BatchWriteItem` picked for `unprocessed` is read
-//! whole (DynamoDB caps it at 16 MB). It stops by itself after
+//! streamed through; only a `BatchWriteItem` picked for `unprocessed`, and a
+//! request a `body_contains` rule could apply to, are read whole (DynamoDB
+//! caps a request at 16 MB). It stops by itself after
 //! `--lifetime-s` or `--max-requests`, and holds at most `--connections`
 //! client connections at once.
 
@@ -122,6 +123,20 @@ async fn control(req: Request<Incoming>, sh: &Shared) -> Result<Response<Body>, 
     })
 }
 
+/// A request body read whole, refused above `COLLECT_BYTES_MAX`.
+async fn read_whole(mut body: Body) -> Result<Bytes, BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > COLLECT_BYTES_MAX {
+                return Err(format!("request body over {COLLECT_BYTES_MAX} bytes").into());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 async fn forward(upstream: &str, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
     let stream = TcpStream::connect(upstream).await?;
     stream.set_nodelay(true)?;
@@ -152,13 +167,25 @@ async fn proxy(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body>
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
     let op = operation(target, req.method().as_str(), req.uri().path());
-    let decision = sh
-        .injector
-        .lock()
-        .expect("poisoned")
-        .decide(&op, Instant::now());
+    let needs_body = sh.injector.lock().expect("poisoned").needs_body(&op);
+    let (req, body) = if needs_body {
+        let (mut parts, body) = req.into_parts();
+        let bytes = Limited::new(body, COLLECT_BYTES_MAX)
+            .collect()
+            .await?
+            .to_bytes();
+        parts.headers.insert(CONTENT_LENGTH, bytes.len().into());
+        let full: Body = Full::new(bytes.clone()).map_err(|e| match e {}).boxed();
+        (Request::from_parts(parts, full), Some(bytes))
+    } else {
+        (req.map(|b| b.map_err(BoxError::from).boxed()), None)
+    };
+    let decision =
+        sh.injector
+            .lock()
+            .expect("poisoned")
+            .decide(&op, body.as_deref(), Instant::now());
     let Some(d) = decision else {
-        let req = req.map(|b| b.map_err(BoxError::from).boxed());
         return Ok(match forward(&sh.upstream, req).await {
             Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
             Err(e) => unavailable(&e),
@@ -168,7 +195,7 @@ async fn proxy(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body>
 }
 
 async fn inject(
-    req: Request<Incoming>,
+    req: Request<Body>,
     sh: &Shared,
     op: &str,
     d: Decision,
@@ -182,9 +209,7 @@ async fn inject(
     if let Some((status, kind, message)) = error_answer(d.kind) {
         count(0);
         // Drain the request so the client sees an answer, not a reset.
-        let _ = Limited::new(req.into_body(), COLLECT_BYTES_MAX)
-            .collect()
-            .await;
+        let _ = read_whole(req.into_body()).await;
         return Ok(json(
             StatusCode::from_u16(status).expect("valid"),
             &serde_json::json!({"__type": kind, "message": message}),
@@ -194,7 +219,6 @@ async fn inject(
         Kind::Latency => {
             count(0);
             tokio::time::sleep(d.latency).await;
-            let req = req.map(|b| b.map_err(BoxError::from).boxed());
             Ok(match forward(&sh.upstream, req).await {
                 Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed()),
                 Err(e) => unavailable(&e),
@@ -202,7 +226,6 @@ async fn inject(
         }
         Kind::Drop => {
             count(0);
-            let req = req.map(|b| b.map_err(BoxError::from).boxed());
             // Apply the request, read the whole answer, then give none.
             if let Ok(r) = forward(&sh.upstream, req).await {
                 let _ = r.into_body().collect().await;
@@ -215,16 +238,13 @@ async fn inject(
 }
 
 async fn unprocessed(
-    req: Request<Incoming>,
+    req: Request<Body>,
     sh: &Shared,
     op: &str,
     d: Decision,
 ) -> Result<Response<Body>, BoxError> {
     let (mut parts, body) = req.into_parts();
-    let body = Limited::new(body, COLLECT_BYTES_MAX)
-        .collect()
-        .await?
-        .to_bytes();
+    let body = read_whole(body).await?;
     let parsed: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {

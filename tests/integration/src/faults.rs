@@ -90,6 +90,7 @@ fn plan(seed: u64, rate: f64) -> Plan {
         rate,
         operations: ops.clone(),
         latency_ms: if kind == Kind::Latency { 200 } else { 0 },
+        body_contains: None,
     };
     let share = rate / 6.0;
     Plan {
@@ -106,6 +107,7 @@ fn plan(seed: u64, rate: f64) -> Plan {
                 rate,
                 operations: vec!["BatchWriteItem".into()],
                 latency_ms: 0,
+                body_contains: None,
             },
         ],
         max_faults: 50_000,

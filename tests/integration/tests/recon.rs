@@ -11,7 +11,7 @@ use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, SampleSpec};
 use tally_domain::recon::Side;
 use tally_integration_tests::recon::{stage, staged_outcome, start_direct};
-use tally_integration_tests::{repo_root, temp_file};
+use tally_integration_tests::{function_log_lines, repo_root, temp_file};
 
 const DATE: &str = "2026-11-20";
 const WAIT: Duration = Duration::from_secs(600);
@@ -151,6 +151,7 @@ async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
     let [dat, csv, _] = files(&s);
     let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
     let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
+    let test_start = chrono::Utc::now();
     start_direct(&r, &k_internal, "it-resume-i", serde_json::json!({})).await;
     // The settlement ingest stops at its first checkpoint (5,000 records
     // applied), the state machine retries it, and it resumes from there.
@@ -169,6 +170,22 @@ async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
     let outcome = staged_outcome(&r, &k_settlement).await;
     assert_eq!(outcome["records"], 6_000);
     assert_eq!(outcome["resumed_from_record"], 5_000, "{outcome}");
+    // Each attempt printed its metric line, the failed one too.
+    let attempts: Vec<_> = ingest_metrics(test_start, &[&k_settlement])
+        .iter()
+        .map(|m| (m["attempt"].clone(), m.get("RecordsIngested").cloned()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (serde_json::json!("failed"), None),
+            (
+                serde_json::json!("applied"),
+                Some(serde_json::json!(1_000.0))
+            )
+        ],
+        "{attempts:?}"
+    );
 }
 
 #[tokio::test]
@@ -234,11 +251,14 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
     // Every record write is a BatchWriteItem: a fifth are throttled (both
     // throttle errors), a third of the rest come back partly unprocessed.
+    // Only this program's records (their keys start with its id): work
+    // another test left on the stack is neither faulted nor counted.
     let rule = |kind, rate| Rule {
         kind,
         rate,
         operations: vec!["BatchWriteItem".into()],
         latency_ms: 0,
+        body_contains: Some(format!("{}#", s.program_id)),
     };
     let plan = Plan {
         seed: 2026,
@@ -250,6 +270,7 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
         max_faults: 10_000,
         expires_after_s: 900,
     };
+    let test_start = chrono::Utc::now();
     control::set_plan(&proxy, &plan).await.unwrap();
     let _clear = control::ClearOnDrop(proxy.clone());
     start_direct(&r, &k_internal, "it-throttle-i", serde_json::json!({})).await;
@@ -271,18 +292,39 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
         "{stats:?}"
     );
     assert!(stats.items_withheld > 0, "{stats:?}");
-    // Unprocessed items reach the ingest's own retry loop (the SDK does not
-    // retry them): every such answer cost at least one retry.
-    let mut retries = 0;
     for key in [&k_internal, &k_settlement] {
         let o = staged_outcome(&r, key).await;
         assert_eq!(o["records"], 3_000, "{o}");
-        retries += o["write_retries"].as_u64().unwrap();
     }
+    // Unprocessed items reach the ingest's own retry loop (the SDK does not
+    // retry them): every such answer cost at least one retry. The retries
+    // are summed over every attempt's metric line, a failed attempt's too
+    // (an attempt that gives up is retried from its checkpoint).
+    let attempts = ingest_metrics(test_start, &[&k_internal, &k_settlement]);
+    let retries: f64 = attempts
+        .iter()
+        .map(|m| m["ThrottledWriteRetries"].as_f64().unwrap())
+        .sum();
     assert!(
-        retries >= stats.faults["unprocessed"],
-        "{retries} retries, {stats:?}"
+        attempts.len() >= 2 && retries >= stats.faults["unprocessed"] as f64,
+        "{retries} retries in {attempts:?}, {stats:?}"
     );
+}
+
+/// The metric lines recon-ingest printed since `since` for these object
+/// keys: one an attempt, failed or applied.
+fn ingest_metrics(
+    since: chrono::DateTime<chrono::Utc>,
+    keys: &[&str],
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    function_log_lines(since)
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l.get("_aws").is_some() && keys.contains(&l["object_key"].as_str().unwrap_or(""))
+        })
+        .map(|l| tally_aws::emf::parse_line(&l.to_string()).unwrap())
+        .collect()
 }
 
 /// Waits until the program's date is `REJECTED`; returns the status.

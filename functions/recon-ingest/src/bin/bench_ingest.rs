@@ -83,10 +83,15 @@ struct CountingSink {
 }
 
 impl RecordSink for CountingSink {
-    async fn put_records(&self, _side: Side, records: &[StoredTxn]) -> Result<u32, StoreError> {
+    async fn put_records(
+        &self,
+        _side: Side,
+        records: &[StoredTxn],
+        _retries: &AtomicU64,
+    ) -> Result<(), StoreError> {
         self.records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        Ok(0)
+        Ok(())
     }
 }
 
@@ -155,6 +160,7 @@ async fn main() {
                 version: None,
                 fault: None,
             },
+            &AtomicU64::new(0),
         )
         .await
         .expect("ingest");

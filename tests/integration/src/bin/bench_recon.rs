@@ -58,11 +58,12 @@ async fn raw_record_rate(records: &DynamoRecords, date: chrono::NaiveDate) -> Re
             })
         })
         .collect::<Result<_>>()?;
+    let retries = std::sync::atomic::AtomicU64::new(0);
     let t = Instant::now();
     futures::stream::iter(stored.chunks(BATCH))
-        .map(|c| records.put_records(Side::Internal, c))
+        .map(|c| records.put_records(Side::Internal, c, &retries))
         .buffer_unordered(RAW_IN_FLIGHT)
-        .try_collect::<Vec<u32>>()
+        .try_collect::<Vec<()>>()
         .await?;
     Ok(stored.len() as f64 / t.elapsed().as_secs_f64())
 }
