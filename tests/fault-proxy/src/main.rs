@@ -311,9 +311,13 @@ async fn main() -> Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("bind {}", args.listen))?;
+    // The bound address, so that `--listen 127.0.0.1:0` tells its port.
     eprintln!(
         "[fault-proxy] {} -> {}; stops after {} s or {} requests",
-        args.listen, args.upstream, args.lifetime_s, args.max_requests
+        listener.local_addr()?,
+        args.upstream,
+        args.lifetime_s,
+        args.max_requests
     );
     let slots = Arc::new(Semaphore::new(args.connections.max(1)));
     let lifetime = tokio::time::sleep(Duration::from_secs(args.lifetime_s));

@@ -93,25 +93,37 @@ struct Proxy {
     child: tokio::process::Child,
 }
 
+/// Starts the proxy on a port the kernel picks, and reads the bound address
+/// from its first line (a port picked here and handed over could be taken,
+/// or answered by a self-connection, before the proxy binds it).
 async fn start_proxy(upstream: &str, extra: &[&str]) -> Proxy {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr = format!("127.0.0.1:{port}");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fault-proxy"))
-        .args(["--listen", &addr, "--upstream", upstream])
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fault-proxy"))
+        .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
         .args(extra)
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if TcpStream::connect(&addr).await.is_ok() {
-            return Proxy { addr, child };
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("fault-proxy did not start in 10 s")
+        .unwrap()
+        .expect("fault-proxy exited before it listened");
+    eprintln!("{first}");
+    let addr = first
+        .strip_prefix("[fault-proxy] ")
+        .and_then(|l| l.split(" -> ").next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    // Keep its log flowing, or a full pipe would stall it.
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            eprintln!("{l}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fault-proxy did not start");
+    });
+    Proxy { addr, child }
 }
 
 fn batch(n: usize) -> Value {
