@@ -10,6 +10,21 @@ fn cfg() -> Config {
     }
 }
 
+/// What one Settle call works on: the reconciliation state, the alarm
+/// channel and the run store, all in memory.
+#[derive(Default)]
+struct World {
+    state: MemoryReconState,
+    alarms: MemoryPublisher,
+    runs: MemoryRuns,
+}
+
+impl World {
+    async fn settle(&self, input: SettleInput) -> Result<Settled, HandlerError> {
+        settle(&self.state, &self.alarms, &self.runs, &cfg(), input).await
+    }
+}
+
 fn inspected(side: Side, ingest_id: &str) -> Inspected {
     Inspected {
         side,
@@ -48,17 +63,13 @@ async fn applied(state: &MemoryReconState, id: &str, version: u64, settlement: b
 
 #[tokio::test]
 async fn the_first_side_waits_and_the_second_reconciles_both() {
-    let (state, alarms) = (MemoryReconState::default(), MemoryPublisher::default());
-    applied(&state, "s-1", 7, true).await;
-    let first = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-1"), 0),
-    )
-    .await
-    .unwrap();
+    let w = World::default();
+    let World { state, alarms, .. } = &w;
+    applied(state, "s-1", 7, true).await;
+    let first = w
+        .settle(input(inspected(Side::Settlement, "s-1"), 0))
+        .await
+        .unwrap();
     assert_eq!(
         first,
         Settled::Waiting {
@@ -71,16 +82,11 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
         state.status("ACME", d).await.unwrap().unwrap()["status"],
         "WAITING_FOR_INTERNAL"
     );
-    applied(&state, "i-1", 1_700_000, false).await;
-    let second = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Internal, "i-1"), 0),
-    )
-    .await
-    .unwrap();
+    applied(state, "i-1", 1_700_000, false).await;
+    let second = w
+        .settle(input(inspected(Side::Internal, "i-1"), 0))
+        .await
+        .unwrap();
     let Settled::Ready { recon, shards, .. } = second else {
         panic!("{second:?}")
     };
@@ -88,15 +94,10 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
     assert_eq!(recon.recon_id, "ACME#2026-11-20#s7#i1700000");
     assert_eq!(recon.control.unwrap().details, 10);
     // The waiting execution, checking back, finds the reconciliation claimed.
-    let again = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-1"), 600),
-    )
-    .await
-    .unwrap();
+    let again = w
+        .settle(input(inspected(Side::Settlement, "s-1"), 600))
+        .await
+        .unwrap();
     assert_eq!(
         again,
         Settled::ClaimedElsewhere {
@@ -104,22 +105,18 @@ async fn the_first_side_waits_and_the_second_reconciles_both() {
         }
     );
     // A retry of the claimant itself is still READY (idempotent).
-    let retried = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Internal, "i-1"), 0),
-    )
-    .await
-    .unwrap();
+    let retried = w
+        .settle(input(inspected(Side::Internal, "i-1"), 0))
+        .await
+        .unwrap();
     assert!(matches!(retried, Settled::Ready { .. }));
     assert!(alarms.alarms.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_rejected_file_goes_no_further() {
-    let (state, alarms) = (MemoryReconState::default(), MemoryPublisher::default());
+    let w = World::default();
+    let World { state, .. } = &w;
     state
         .put_outcome(
             "s-1",
@@ -127,15 +124,10 @@ async fn a_rejected_file_goes_no_further() {
         )
         .await
         .unwrap();
-    let out = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-1"), 0),
-    )
-    .await
-    .unwrap();
+    let out = w
+        .settle(input(inspected(Side::Settlement, "s-1"), 0))
+        .await
+        .unwrap();
     assert_eq!(out, Settled::Rejected);
     let d = "2026-11-20".parse().unwrap();
     assert_eq!(state.manifests("ACME", d).await.unwrap(), (None, None));
@@ -143,43 +135,29 @@ async fn a_rejected_file_goes_no_further() {
 
 #[tokio::test]
 async fn an_older_file_sequence_after_a_newer_one_is_superseded() {
-    let (state, alarms) = (MemoryReconState::default(), MemoryPublisher::default());
-    applied(&state, "s-8", 8, true).await;
-    applied(&state, "s-7", 7, true).await;
-    settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-8"), 0),
-    )
-    .await
-    .unwrap();
-    let out = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-7"), 0),
-    )
-    .await
-    .unwrap();
+    let w = World::default();
+    let World { state, .. } = &w;
+    applied(state, "s-8", 8, true).await;
+    applied(state, "s-7", 7, true).await;
+    w.settle(input(inspected(Side::Settlement, "s-8"), 0))
+        .await
+        .unwrap();
+    let out = w
+        .settle(input(inspected(Side::Settlement, "s-7"), 0))
+        .await
+        .unwrap();
     assert_eq!(out, Settled::Superseded { current: 8 });
 }
 
 #[tokio::test]
 async fn a_side_that_never_arrives_is_reconciled_empty_after_the_wait_with_an_alarm() {
-    let (state, alarms) = (MemoryReconState::default(), MemoryPublisher::default());
-    applied(&state, "s-1", 3, true).await;
-    let out = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "s-1"), 3_600),
-    )
-    .await
-    .unwrap();
+    let w = World::default();
+    let World { state, alarms, .. } = &w;
+    applied(state, "s-1", 3, true).await;
+    let out = w
+        .settle(input(inspected(Side::Settlement, "s-1"), 3_600))
+        .await
+        .unwrap();
     let Settled::Ready { recon, .. } = out else {
         panic!("{out:?}")
     };
@@ -192,16 +170,11 @@ async fn a_side_that_never_arrives_is_reconciled_empty_after_the_wait_with_an_al
 
 #[tokio::test]
 async fn a_missing_ingest_outcome_is_an_error_not_a_guess() {
-    let (state, alarms) = (MemoryReconState::default(), MemoryPublisher::default());
-    let err = settle(
-        &state,
-        &alarms,
-        &MemoryRuns::default(),
-        &cfg(),
-        input(inspected(Side::Settlement, "nope"), 0),
-    )
-    .await
-    .unwrap_err();
+    let w = World::default();
+    let err = w
+        .settle(input(inspected(Side::Settlement, "nope"), 0))
+        .await
+        .unwrap_err();
     assert_eq!(err.name, tally_domain::errors::STORE_ERROR);
 }
 
@@ -261,12 +234,9 @@ mod runs {
 
     #[tokio::test]
     async fn a_rejected_file_fails_its_run_with_line_field_and_expectation() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let run_id = joined(&runs).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        let run_id = joined(runs).await;
         state
             .put_outcome(
                 "s-1",
@@ -275,15 +245,10 @@ mod runs {
             )
             .await
             .unwrap();
-        let out = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
-        )
-        .await
-        .unwrap();
+        let out = w
+            .settle(in_run(runs, Side::Settlement, "s-1", &run_id).await)
+            .await
+            .unwrap();
         assert_eq!(out, Settled::Rejected);
         let r = runs.get(&run_id).await.unwrap().unwrap();
         assert_eq!(r.status, RunStatus::Failure);
@@ -298,26 +263,17 @@ mod runs {
 
     #[tokio::test]
     async fn a_landing_whose_run_ended_under_it_joins_the_next_attempt_and_is_reconciled() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let first = joined(&runs).await;
-        applied(&state, "s-1", 7, true).await;
-        applied(&state, "i-1", 100, false).await;
-        settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-1", &first).await,
-        )
-        .await
-        .unwrap();
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        let first = joined(runs).await;
+        applied(state, "s-1", 7, true).await;
+        applied(state, "i-1", 100, false).await;
+        w.settle(in_run(runs, Side::Settlement, "s-1", &first).await)
+            .await
+            .unwrap();
         // This landing (a corrected internal side) joins the live run; another
         // execution reconciles and ends it before this one reaches Settle.
-        let landed = in_run(&runs, Side::Internal, "i-1", &first).await;
+        let landed = in_run(runs, Side::Internal, "i-1", &first).await;
         runs.transition(
             &first,
             RunStatus::Success,
@@ -326,9 +282,7 @@ mod runs {
         )
         .await
         .unwrap();
-        let out = settle(&state, &alarms, &runs, &cfg(), landed)
-            .await
-            .unwrap();
+        let out = w.settle(landed).await.unwrap();
         let Settled::Ready {
             run_id: Some(next),
             recon,
@@ -347,13 +301,10 @@ mod runs {
 
     #[tokio::test]
     async fn a_canceled_run_stops_settle_before_it_accepts_the_side() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let run_id = joined(&runs).await;
-        let landed = in_run(&runs, Side::Settlement, "s-1", &run_id).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        let run_id = joined(runs).await;
+        let landed = in_run(runs, Side::Settlement, "s-1", &run_id).await;
         runs.transition(
             &run_id,
             RunStatus::Canceled,
@@ -362,10 +313,8 @@ mod runs {
         )
         .await
         .unwrap();
-        applied(&state, "s-1", 7, true).await;
-        let err = settle(&state, &alarms, &runs, &cfg(), landed)
-            .await
-            .unwrap_err();
+        applied(state, "s-1", 7, true).await;
+        let err = w.settle(landed).await.unwrap_err();
         assert_eq!(err.name, errors::RUN_CANCELED);
         let (settlement, _) = state
             .manifests("ACME", "2026-11-20".parse().unwrap())
@@ -376,35 +325,22 @@ mod runs {
 
     #[tokio::test]
     async fn a_rejected_file_in_a_run_another_execution_carries_is_recorded_and_the_day_goes_on() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let run_id = joined(&runs).await;
-        applied(&state, "s-1", 7, true).await;
-        let waiting = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-1", &run_id).await,
-        )
-        .await
-        .unwrap();
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        let run_id = joined(runs).await;
+        applied(state, "s-1", 7, true).await;
+        let waiting = w
+            .settle(in_run(runs, Side::Settlement, "s-1", &run_id).await)
+            .await
+            .unwrap();
         assert!(matches!(waiting, Settled::Waiting { .. }), "{waiting:?}");
-        rejected(&state, "i-bad").await;
-        let out = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Internal, "i-bad", &run_id).await,
-        )
-        .await
-        .unwrap();
+        rejected(state, "i-bad").await;
+        let out = w
+            .settle(in_run(runs, Side::Internal, "i-bad", &run_id).await)
+            .await
+            .unwrap();
         assert_eq!(out, Settled::Rejected);
-        let r = run(&runs, &run_id).await;
+        let r = run(runs, &run_id).await;
         assert_eq!(
             r.status,
             RunStatus::Executing,
@@ -417,16 +353,11 @@ mod runs {
             r.idle["i-bad"].cause
         );
         // The corrected file joins the same run and reconciles the day.
-        applied(&state, "i-2", 200, false).await;
-        let out = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Internal, "i-2", &run_id).await,
-        )
-        .await
-        .unwrap();
+        applied(state, "i-2", 200, false).await;
+        let out = w
+            .settle(in_run(runs, Side::Internal, "i-2", &run_id).await)
+            .await
+            .unwrap();
         let Settled::Ready {
             run_id: Some(ready),
             ..
@@ -435,46 +366,32 @@ mod runs {
             panic!("{out:?}")
         };
         assert_eq!(ready, run_id);
-        assert_eq!(run(&runs, &run_id).await.status, RunStatus::Executing);
+        assert_eq!(run(runs, &run_id).await.status, RunStatus::Executing);
     }
 
     /// The day reconciled in attempt 1 (settlement 8, internal 100), its
     /// report at `REPORT`.
     const REPORT: &str = "reports/ACME/2026-11-20/s8-i100/report.json";
 
-    async fn reconciled_day(
-        state: &MemoryReconState,
-        alarms: &MemoryPublisher,
-        runs: &MemoryRuns,
-    ) -> String {
-        let a1 = joined(runs).await;
-        applied(state, "s-8", 8, true).await;
-        applied(state, "i-1", 100, false).await;
-        settle(
-            state,
-            alarms,
-            runs,
-            &cfg(),
-            in_run(runs, Side::Settlement, "s-8", &a1).await,
-        )
-        .await
-        .unwrap();
-        let out = settle(
-            state,
-            alarms,
-            runs,
-            &cfg(),
-            in_run(runs, Side::Internal, "i-1", &a1).await,
-        )
-        .await
-        .unwrap();
+    async fn reconciled_day(w: &World) -> String {
+        let a1 = joined(&w.runs).await;
+        applied(&w.state, "s-8", 8, true).await;
+        applied(&w.state, "i-1", 100, false).await;
+        w.settle(in_run(&w.runs, Side::Settlement, "s-8", &a1).await)
+            .await
+            .unwrap();
+        let out = w
+            .settle(in_run(&w.runs, Side::Internal, "i-1", &a1).await)
+            .await
+            .unwrap();
         assert!(matches!(out, Settled::Ready { .. }), "{out:?}");
         // The shards and the rollup, as far as the run sees them.
         let patch = Patch {
             report_key: Some(REPORT.into()),
             ..Patch::default()
         };
-        runs.transition(&a1, RunStatus::Success, chrono::Utc::now(), &patch)
+        w.runs
+            .transition(&a1, RunStatus::Success, chrono::Utc::now(), &patch)
             .await
             .unwrap();
         a1
@@ -483,22 +400,17 @@ mod runs {
     #[tokio::test]
     async fn a_landing_that_changes_nothing_after_the_day_was_reconciled_ends_its_attempt_on_the_days_report(
     ) {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let a1 = reconciled_day(&state, &alarms, &runs).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        let a1 = reconciled_day(&w).await;
         // An older file sequence is delivered again: a new attempt, nothing new.
-        applied(&state, "s-7", 7, true).await;
-        let a2 = joined(&runs).await;
+        applied(state, "s-7", 7, true).await;
+        let a2 = joined(runs).await;
         assert_eq!(a2, "recon-ACME-2026-11-20-a2");
-        let stale = in_run(&runs, Side::Settlement, "s-7", &a2).await;
-        let out = settle(&state, &alarms, &runs, &cfg(), stale.clone())
-            .await
-            .unwrap();
+        let stale = in_run(runs, Side::Settlement, "s-7", &a2).await;
+        let out = w.settle(stale.clone()).await.unwrap();
         assert_eq!(out, Settled::Superseded { current: 8 });
-        let r = run(&runs, &a2).await;
+        let r = run(runs, &a2).await;
         assert_eq!(r.status, RunStatus::Success, "{:?}", r.cause);
         assert_eq!(r.report_key.as_deref(), Some(REPORT));
         assert_eq!(r.idle["s-7"].error, "Superseded");
@@ -508,10 +420,7 @@ mod runs {
             r.idle["s-7"].cause
         );
         // Retried, the Settle changes nothing.
-        assert_eq!(
-            settle(&state, &alarms, &runs, &cfg(), stale).await.unwrap(),
-            out
-        );
+        assert_eq!(w.settle(stale).await.unwrap(), out);
         assert!(
             runs.get("recon-ACME-2026-11-20-a3")
                 .await
@@ -519,50 +428,47 @@ mod runs {
                 .is_none(),
             "the retry opened no attempt"
         );
-        let again = run(&runs, &a2).await;
+        let again = run(runs, &a2).await;
         assert_eq!(
             (again.status, again.ended_at, again.idle),
             (r.status, r.ended_at, r.idle)
         );
         // The current settlement file sent again under another name: the
         // same versions, a reconciliation already claimed.
-        let a3 = joined(&runs).await;
-        applied(&state, "s-8-again", 8, true).await;
-        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a3).await;
-        let out = settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
+        let a3 = joined(runs).await;
+        applied(state, "s-8-again", 8, true).await;
+        let dup = in_run(runs, Side::Settlement, "s-8-again", &a3).await;
+        let out = w.settle(dup).await.unwrap();
         assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
-        let r = run(&runs, &a3).await;
+        let r = run(runs, &a3).await;
         assert_eq!(
             (r.status, r.report_key.as_deref()),
             (RunStatus::Success, Some(REPORT))
         );
         assert_eq!(r.idle["s-8-again"].error, "ClaimedElsewhere");
-        assert_eq!(run(&runs, &a1).await.report_key.as_deref(), Some(REPORT));
+        assert_eq!(run(runs, &a1).await.report_key.as_deref(), Some(REPORT));
     }
 
     #[tokio::test]
     async fn a_run_ends_only_when_every_execution_in_it_has_found_nothing_to_do() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        reconciled_day(&state, &alarms, &runs).await;
-        applied(&state, "s-7", 7, true).await;
-        let a2 = joined(&runs).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        reconciled_day(&w).await;
+        applied(state, "s-7", 7, true).await;
+        let a2 = joined(runs).await;
         // Two landings join attempt 2 before either settles.
-        let stale = in_run(&runs, Side::Settlement, "s-7", &a2).await;
-        applied(&state, "s-8-again", 8, true).await;
-        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a2).await;
-        settle(&state, &alarms, &runs, &cfg(), stale).await.unwrap();
-        let r = run(&runs, &a2).await;
+        let stale = in_run(runs, Side::Settlement, "s-7", &a2).await;
+        applied(state, "s-8-again", 8, true).await;
+        let dup = in_run(runs, Side::Settlement, "s-8-again", &a2).await;
+        w.settle(stale).await.unwrap();
+        let r = run(runs, &a2).await;
         assert_eq!(
             r.status,
             RunStatus::Executing,
             "the other landing has not settled"
         );
-        settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
-        let r = run(&runs, &a2).await;
+        w.settle(dup).await.unwrap();
+        let r = run(runs, &a2).await;
         assert_eq!(
             (r.status, r.report_key.as_deref()),
             (RunStatus::Success, Some(REPORT))
@@ -601,33 +507,18 @@ mod runs {
 
     #[tokio::test]
     async fn an_idle_run_on_a_day_with_no_report_fails_as_nothing_reconciled() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
+        let w = World::default();
+        let World { state, runs, .. } = &w;
         // Attempt 1 claimed the day's reconciliation, then failed.
-        let a1 = joined(&runs).await;
-        applied(&state, "s-8", 8, true).await;
-        applied(&state, "i-1", 100, false).await;
-        settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-8", &a1).await,
-        )
-        .await
-        .unwrap();
-        settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Internal, "i-1", &a1).await,
-        )
-        .await
-        .unwrap();
+        let a1 = joined(runs).await;
+        applied(state, "s-8", 8, true).await;
+        applied(state, "i-1", 100, false).await;
+        w.settle(in_run(runs, Side::Settlement, "s-8", &a1).await)
+            .await
+            .unwrap();
+        w.settle(in_run(runs, Side::Internal, "i-1", &a1).await)
+            .await
+            .unwrap();
         runs.transition(
             &a1,
             RunStatus::Failure,
@@ -636,12 +527,12 @@ mod runs {
         )
         .await
         .unwrap();
-        let a2 = joined(&runs).await;
-        applied(&state, "s-8-again", 8, true).await;
-        let dup = in_run(&runs, Side::Settlement, "s-8-again", &a2).await;
-        let out = settle(&state, &alarms, &runs, &cfg(), dup).await.unwrap();
+        let a2 = joined(runs).await;
+        applied(state, "s-8-again", 8, true).await;
+        let dup = in_run(runs, Side::Settlement, "s-8-again", &a2).await;
+        let out = w.settle(dup).await.unwrap();
         assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
-        let r = run(&runs, &a2).await;
+        let r = run(runs, &a2).await;
         assert_eq!(r.status, RunStatus::Failure);
         let c = r.cause.unwrap();
         assert_eq!(c.error, "NothingReconciled");
@@ -651,23 +542,20 @@ mod runs {
 
     #[tokio::test]
     async fn the_waiting_sides_next_poll_after_the_day_was_reconciled_opens_no_attempt() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        let a1 = reconciled_day(&state, &alarms, &runs).await;
+        let w = World::default();
+        let World { runs, .. } = &w;
+        let a1 = reconciled_day(&w).await;
         // The settlement side's execution, which waited in attempt 1, asks again.
         let mut poll = again(Side::Settlement, "s-8", &a1);
         poll.waited_seconds = 600;
-        let out = settle(&state, &alarms, &runs, &cfg(), poll).await.unwrap();
+        let out = w.settle(poll).await.unwrap();
         assert!(matches!(out, Settled::ClaimedElsewhere { .. }), "{out:?}");
         assert!(runs
             .get("recon-ACME-2026-11-20-a2")
             .await
             .unwrap()
             .is_none());
-        let r = run(&runs, &a1).await;
+        let r = run(runs, &a1).await;
         assert_eq!(
             (r.status, r.report_key.as_deref()),
             (RunStatus::Success, Some(REPORT))
@@ -677,24 +565,16 @@ mod runs {
 
     #[tokio::test]
     async fn an_idle_run_does_not_stand_on_a_report_of_versions_no_longer_current() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        reconciled_day(&state, &alarms, &runs).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        reconciled_day(&w).await;
         // A corrected internal side claims s8-i200 in attempt 2, which then fails.
-        let a2 = joined(&runs).await;
-        applied(&state, "i-2", 200, false).await;
-        let out = settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Internal, "i-2", &a2).await,
-        )
-        .await
-        .unwrap();
+        let a2 = joined(runs).await;
+        applied(state, "i-2", 200, false).await;
+        let out = w
+            .settle(in_run(runs, Side::Internal, "i-2", &a2).await)
+            .await
+            .unwrap();
         assert!(matches!(out, Settled::Ready { .. }), "{out:?}");
         runs.transition(
             &a2,
@@ -706,18 +586,12 @@ mod runs {
         .unwrap();
         // An older settlement file in attempt 3: nothing to do, and no report
         // of s8-i200 to stand on (attempt 1's is of s8-i100).
-        applied(&state, "s-7", 7, true).await;
-        let a3 = joined(&runs).await;
-        settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-7", &a3).await,
-        )
-        .await
-        .unwrap();
-        let r = run(&runs, &a3).await;
+        applied(state, "s-7", 7, true).await;
+        let a3 = joined(runs).await;
+        w.settle(in_run(runs, Side::Settlement, "s-7", &a3).await)
+            .await
+            .unwrap();
+        let r = run(runs, &a3).await;
         assert_eq!(r.status, RunStatus::Failure);
         let c = r.cause.unwrap();
         assert_eq!(c.error, "NothingReconciled");
@@ -726,24 +600,15 @@ mod runs {
 
     #[tokio::test]
     async fn an_idle_run_that_planned_before_losing_the_claim_ends_with_nothing_planned() {
-        let (state, alarms, runs) = (
-            MemoryReconState::default(),
-            MemoryPublisher::default(),
-            MemoryRuns::default(),
-        );
-        reconciled_day(&state, &alarms, &runs).await;
-        let a2 = joined(&runs).await;
-        applied(&state, "s-8-again", 8, true).await;
-        settle(
-            &state,
-            &alarms,
-            &runs,
-            &cfg(),
-            in_run(&runs, Side::Settlement, "s-8-again", &a2).await,
-        )
-        .await
-        .unwrap();
-        let r = run(&runs, &a2).await;
+        let w = World::default();
+        let World { state, runs, .. } = &w;
+        reconciled_day(&w).await;
+        let a2 = joined(runs).await;
+        applied(state, "s-8-again", 8, true).await;
+        w.settle(in_run(runs, Side::Settlement, "s-8-again", &a2).await)
+            .await
+            .unwrap();
+        let r = run(runs, &a2).await;
         assert_eq!((r.status, r.units_total), (RunStatus::Success, 0));
     }
 }
