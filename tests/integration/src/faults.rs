@@ -9,7 +9,7 @@
 //! Needs the local stack with its fault proxy and the fault switch enabled
 //! (`make faults`, or `make test` for the small scale).
 
-use crate::recon::{stage, staged_outcome, start_direct};
+use crate::recon::{ingest_attempts, stage, staged_outcome, start_direct, write_retries};
 use crate::{date, event, temp_file, Env};
 use anyhow::{bail, Context, Result};
 use fault_proxy::{control, Kind, Plan, Rule, Stats};
@@ -66,8 +66,8 @@ pub struct Row {
     pub requests: u64,
     /// Retries Tally's own code counted (the SDK's retries are inside
     /// `requests`): failed Step Functions attempts for the COB; for a
-    /// reconciliation, the ingests' write retries plus their restarts from a
-    /// checkpoint.
+    /// reconciliation, the write retries of every ingest attempt (from the
+    /// metric lines) plus the restarts from a checkpoint.
     pub retries: u64,
     pub wall: Duration,
     /// `None` when the run ended identical to the clean run.
@@ -338,7 +338,7 @@ async fn recon(
         });
     }
     control::set_plan(proxy, &plan(seed, stress.rate())).await?;
-    let started = Instant::now();
+    let (started, since) = (Instant::now(), chrono::Utc::now());
     let name = program.to_lowercase();
     start_direct(r, &k_internal, &format!("faults-{name}-i"), extra.clone()).await;
     start_direct(
@@ -354,12 +354,13 @@ async fn recon(
     let wall = started.elapsed();
     let stats = control::stats(proxy).await?;
     control::clear(proxy).await?;
-    // Write retries, and restarts: an ingest that resumed from a checkpoint
-    // was stopped and started again by the state machine's Retry.
-    let (mut retries, mut restarts) = (0, 0);
+    // Write retries, every attempt's (one that gave up reports them too; a
+    // killed one cannot), and restarts: an ingest that resumed from a
+    // checkpoint was stopped and started again by the state machine's Retry.
+    let retries = write_retries(&ingest_attempts(since, &[&k_internal, &k_settlement]));
+    let mut restarts = 0;
     for key in [&k_internal, &k_settlement] {
         let outcome = staged_outcome(r, key).await;
-        retries += outcome["write_retries"].as_u64().unwrap_or(0);
         restarts += u64::from(outcome["resumed_from_record"].as_u64().unwrap_or(0) > 0);
     }
     let never_killed = matches!(stress, Stress::Kill) && restarts == 0;

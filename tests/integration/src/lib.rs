@@ -408,25 +408,37 @@ impl AlarmListener {
     }
 }
 
-/// The JSON lines the local stack's functions printed (the lambda host's
-/// log), from `since` on: tracing lines (with `timestamp`) and EMF lines
-/// (with `_aws.Timestamp`).
+/// The JSON lines the local stack's functions printed, from `since` on:
+/// the lambda host's log and every container task's (`ecs-*.log`), tracing
+/// lines (with `timestamp`) and EMF lines (with `_aws.Timestamp`).
 pub fn function_log_lines(since: chrono::DateTime<chrono::Utc>) -> Result<Vec<serde_json::Value>> {
-    let path = repo_root().join(".tally/local/lambda.log");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let dir = repo_root().join(".tally/local");
+    let mut paths = vec![dir.join("lambda.log")];
+    for e in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("ecs-") && name.ends_with(".log") {
+            paths.push(path);
+        }
+    }
     let since_ms = since.timestamp_millis();
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .filter(|v| {
-            let t = v["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .map(|t| t.timestamp_millis())
-                .or_else(|| v["_aws"]["Timestamp"].as_i64());
-            t.is_some_and(|t| t >= since_ms)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+                .filter(|v| {
+                    let t = v["timestamp"]
+                        .as_str()
+                        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                        .map(|t| t.timestamp_millis())
+                        .or_else(|| v["_aws"]["Timestamp"].as_i64());
+                    t.is_some_and(|t| t >= since_ms)
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// Renders a local HTML file in headless Chromium (Debian's, installed by

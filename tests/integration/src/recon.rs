@@ -91,3 +91,28 @@ pub async fn staged_outcome(r: &Recon, key: &str) -> serde_json::Value {
         .expect("the ingest's outcome")
         .unwrap_or_default()
 }
+
+/// The metric lines recon-ingest printed since `since` for these object
+/// keys, one an attempt (`attempt` is `failed` or `applied`), from the
+/// Lambda and the container task alike.
+pub fn ingest_attempts(
+    since: chrono::DateTime<chrono::Utc>,
+    keys: &[&str],
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    crate::function_log_lines(since)
+        .expect("the local stack's function logs")
+        .iter()
+        .filter(|l| {
+            l.get("_aws").is_some() && keys.contains(&l["object_key"].as_str().unwrap_or(""))
+        })
+        .map(|l| tally_aws::emf::parse_line(&l.to_string()).expect("an EMF line"))
+        .collect()
+}
+
+/// The write retries those attempts reported, a failed attempt's too.
+pub fn write_retries(attempts: &[serde_json::Map<String, serde_json::Value>]) -> u64 {
+    attempts
+        .iter()
+        .filter_map(|m| m.get("ThrottledWriteRetries").and_then(|v| v.as_f64()))
+        .sum::<f64>() as u64
+}

@@ -10,8 +10,10 @@ use tally_cli::stack::ReconStack;
 use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, SampleSpec};
 use tally_domain::recon::Side;
-use tally_integration_tests::recon::{stage, staged_outcome, start_direct};
-use tally_integration_tests::{function_log_lines, repo_root, temp_file};
+use tally_integration_tests::recon::{
+    ingest_attempts, stage, staged_outcome, start_direct, write_retries,
+};
+use tally_integration_tests::{repo_root, temp_file};
 
 const DATE: &str = "2026-11-20";
 const WAIT: Duration = Duration::from_secs(600);
@@ -171,7 +173,7 @@ async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
     assert_eq!(outcome["records"], 6_000);
     assert_eq!(outcome["resumed_from_record"], 5_000, "{outcome}");
     // Each attempt printed its metric line, the failed one too.
-    let attempts: Vec<_> = ingest_metrics(test_start, &[&k_settlement])
+    let attempts: Vec<_> = ingest_attempts(test_start, &[&k_settlement])
         .iter()
         .map(|m| (m["attempt"].clone(), m.get("RecordsIngested").cloned()))
         .collect();
@@ -300,31 +302,12 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     // retry them): every such answer cost at least one retry. The retries
     // are summed over every attempt's metric line, a failed attempt's too
     // (an attempt that gives up is retried from its checkpoint).
-    let attempts = ingest_metrics(test_start, &[&k_internal, &k_settlement]);
-    let retries: f64 = attempts
-        .iter()
-        .map(|m| m["ThrottledWriteRetries"].as_f64().unwrap())
-        .sum();
+    let attempts = ingest_attempts(test_start, &[&k_internal, &k_settlement]);
+    let retries = write_retries(&attempts);
     assert!(
-        attempts.len() >= 2 && retries >= stats.faults["unprocessed"] as f64,
+        attempts.len() >= 2 && retries >= stats.faults["unprocessed"],
         "{retries} retries in {attempts:?}, {stats:?}"
     );
-}
-
-/// The metric lines recon-ingest printed since `since` for these object
-/// keys: one an attempt, failed or applied.
-fn ingest_metrics(
-    since: chrono::DateTime<chrono::Utc>,
-    keys: &[&str],
-) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    function_log_lines(since)
-        .unwrap()
-        .iter()
-        .filter(|l| {
-            l.get("_aws").is_some() && keys.contains(&l["object_key"].as_str().unwrap_or(""))
-        })
-        .map(|l| tally_aws::emf::parse_line(&l.to_string()).unwrap())
-        .collect()
 }
 
 /// Waits until the program's date is `REJECTED`; returns the status.
