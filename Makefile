@@ -28,14 +28,28 @@ PORTS := --gateway-port $(GATEWAY_PORT) --moto-port $(MOTO_PORT) --fault-proxy-p
 LOCAL_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(GATEWAY_PORT) AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
              AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
-.PHONY: setup build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local ingest-static
+.PHONY: setup setup-stack build demo test test-unit test-static test-integration test-fuzz fuzz faults lint bench bench-kernel bench-ingest bench-local bench-recon up down clean-local ingest-static
 
-## setup: Python venv (moto, cargo-lambda, SAM, pytest), npm packages, Debian's Chromium (run report test)
-setup: $(TALLY_VENV)/.installed node_modules/.installed $(CHROMIUM)
-
-# Headless Chromium renders the run report in the integration tests.
+# Headless Chromium renders the run report in the integration tests. Defined
+# before the setup rule names it: make expands a rule's prerequisites when it
+# reads the line, so a variable set further down is empty there (it was, and
+# setup never installed Chromium).
 CHROMIUM ?= /usr/bin/chromium
 export TALLY_CHROMIUM := $(CHROMIUM)
+
+# cargo-fuzz, built once into the cache beside the venv.
+TOOLS := $(HOME)/.cache/tally/tools
+CARGO_FUZZ := $(TOOLS)/bin/cargo-fuzz
+export CARGO_FUZZ
+
+## setup: every tool the tests use: Python venv (moto, cargo-lambda, SAM, pytest), npm packages,
+## Debian's Chromium (run report test), cargo-fuzz; then checks each one answers (localstack/tools.py)
+setup: $(TALLY_VENV)/.installed node_modules/.installed $(CHROMIUM) $(CARGO_FUZZ)
+	$(PY) localstack/tools.py check
+
+## setup-stack: only what the local stack and the demo need (the venv)
+setup-stack: $(TALLY_VENV)/.installed
+
 $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
@@ -62,14 +76,14 @@ BINS := $(addprefix --bin ,$(FUNCTIONS) recon-ingest-task tally)
 build:
 	cargo build --release $(BINS)
 
-up: setup build
+up: setup-stack build
 	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
 
 down:
 	$(PY) localstack/tally_local.py down $(PORTS) || true
 
 ## demo: local stack, a generated book of DEMO_ACCOUNTS, the COB through the real state machine
-demo: setup build
+demo: setup-stack build
 	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
 	$(LOCAL_ENV) $(TALLY) accounts generate --count $(DEMO_ACCOUNTS) --date $(DEMO_DATE) --out .tally/demo-book.jsonl
 	$(LOCAL_ENV) $(TALLY) accounts import .tally/demo-book.jsonl
@@ -104,11 +118,7 @@ test-unit:
 test-static: setup
 	$(PY) -m pytest tests/static -q
 
-# cargo-fuzz, built once into the cache beside the venv.
-TOOLS := $(HOME)/.cache/tally/tools
-CARGO_FUZZ := $(TOOLS)/bin/cargo-fuzz
 FUZZ_SECONDS ?= 300
-export CARGO_FUZZ
 
 $(CARGO_FUZZ):
 	CARGO_TARGET_DIR=$(TOOLS)/build cargo install cargo-fuzz --locked --version 0.13.2 --root $(TOOLS)
@@ -169,7 +179,7 @@ BENCH_RECORDS ?= 1000000
 # book finer than the default 10 partitions: 90 partitions of ~11,000 accounts
 # each stay well inside a partition's 900 s timeout at the local rate.
 BENCH_PARTITIONS ?= 90
-bench-local: setup build
+bench-local: setup-stack build
 	$(PY) localstack/tally_local.py down $(PORTS)
 	$(PY) localstack/tally_local.py up --no-reload $(PORTS) --parameter-overrides CobPartitionCount=$(BENCH_PARTITIONS)
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
@@ -178,7 +188,7 @@ bench-local: setup build
 	$(MAKE) bench-recon
 
 ## bench-recon: a reconciliation of BENCH_RECORDS end to end on a fresh local stack, and its ratio to the raw write rate
-bench-recon: setup build
+bench-recon: setup-stack build
 	$(PY) localstack/tally_local.py down $(PORTS)
 	$(PY) localstack/tally_local.py up --no-reload $(PORTS)
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
