@@ -11,8 +11,11 @@ supported type in the template is created, the rest are skipped with a note.
         [--parameter-overrides K=V ...] [--env K=V ...] [--out-dir .tally]
 
 Writes <out-dir>/stack.json (the shape of `sam list stack-outputs --output json`)
-and <out-dir>/lambda-env (KEY=VALUE lines: the union of every function's
-environment, for `cargo lambda watch --env-file`).
+and <out-dir>/functions.json (per function: binary, environment, timeout,
+memory size, role, reserved concurrency: what localstack/lambda_host.py runs).
+IAM roles are created in the endpoint's IAM from the template (declared
+`AWS::IAM::Role`s, and the role SAM makes for each function and state machine
+from its `Policies`), so the local stack can judge every call against them.
 
 Importable: load_template(), Stack (parameters, conditions, intrinsic
 resolution, per-resource requests) and deploy() -- tests use them to compare
@@ -42,7 +45,6 @@ DEFAULT_OUT_DIR = REPO_ROOT / ".tally"
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
-LOCAL_ROLE_NAME = "tally-local-states"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 
 
@@ -165,9 +167,7 @@ SUB_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 # Types deployed locally: see HANDLERS below. Types with no local meaning
 # are skipped with a one-line note:
 SKIPPED_TYPES = {
-    "AWS::Serverless::Function": "runs in cargo-lambda (binary {binary})",
-    "AWS::Lambda::Function": "runs in cargo-lambda",
-    "AWS::Lambda::Permission": "no IAM locally",
+    "AWS::Lambda::Permission": "no resource policies locally",
     "AWS::Lambda::EventInvokeConfig": "no local meaning",
     "AWS::Scheduler::Schedule": "no scheduler locally; start executions by hand",
     "AWS::Scheduler::ScheduleGroup": "no scheduler locally",
@@ -175,12 +175,12 @@ SKIPPED_TYPES = {
     "AWS::CloudWatch::Dashboard": "no CloudWatch dashboards locally",
     "AWS::Logs::LogGroup": "logs go to .tally/local/*.log",
     "AWS::Logs::MetricFilter": "no CloudWatch Logs locally",
-    "AWS::SNS::TopicPolicy": "no IAM locally",
-    "AWS::SQS::QueuePolicy": "no IAM locally",
-    "AWS::Events::EventBusPolicy": "no IAM locally",
-    "AWS::S3::BucketPolicy": "no IAM locally",
+    "AWS::SNS::TopicPolicy": "resource policies are not enforced locally",
+    "AWS::SQS::QueuePolicy": "resource policies are not enforced locally",
+    "AWS::Events::EventBusPolicy": "resource policies are not enforced locally",
+    "AWS::S3::BucketPolicy": "resource policies are not enforced locally",
 }
-SKIPPED_PREFIXES = ("AWS::IAM::",)
+SKIPPED_PREFIXES = ("AWS::IAM::InstanceProfile",)
 
 
 def cfn_str(value: Any) -> str:
@@ -259,6 +259,8 @@ class Stack:
         self.actual: dict[str, dict[str, Any]] = {}
         # task definition ARN -> what localstack/local_ecs.py runs for it
         self.ecs_tasks: dict[str, dict[str, Any]] = {}
+        # function name -> what localstack/lambda_host.py runs for it
+        self.functions: dict[str, dict[str, Any]] = {}
         self._resolving: set[str] = set()
         self._conditions: dict[str, bool] = {}
         self.parameters = self._bind_parameters(parameter_overrides or {})
@@ -599,6 +601,10 @@ class Stack:
             family = cfn_str(self._prop(logical, "Family") or self.default_name(logical))
             arn = f"arn:aws:ecs:{r}:{a}:task-definition/{family}:1"
             out = {"Ref": arn, "TaskDefinitionArn": arn}
+        elif rtype == "AWS::ECR::Repository":
+            name = cfn_str(self._prop(logical, "RepositoryName") or self.default_name(logical).lower())
+            out = {"Ref": name, "Arn": f"arn:aws:ecr:{r}:{a}:repository/{name}",
+                   "RepositoryUri": f"{a}.dkr.ecr.{r}.amazonaws.com/{name}"}
         elif rtype == "AWS::Logs::LogGroup":
             name = cfn_str(self._prop(logical, "LogGroupName") or self.default_name(logical))
             out = {"Ref": name, "Arn": f"arn:aws:logs:{r}:{a}:log-group:{name}:*"}
@@ -629,6 +635,77 @@ class Stack:
                     "report_batch_item_failures": "ReportBatchItemFailures" in (p.get("FunctionResponseTypes") or []),
                 })
         return out
+
+    # ---- IAM roles --------------------------------------------------------------
+
+    SAM_SERVICE = {"AWS::Serverless::Function": "lambda.amazonaws.com",
+                   "AWS::Serverless::StateMachine": "states.amazonaws.com"}
+    # SAM attaches this managed policy to every function role it makes.
+    LAMBDA_BASIC_EXECUTION = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": "*"}]}
+
+    def role_arn_of(self, logical: str) -> str:
+        """The role a function or state machine runs with: its `Role`, or the
+        one SAM makes for it (`<logical>Role`)."""
+        explicit = self._prop(logical, "Role")
+        if explicit:
+            value = cfn_str(explicit)
+            return value if value.startswith("arn:") else f"arn:aws:iam::{self.account_id}:role/{value}"
+        return f"arn:aws:iam::{self.account_id}:role/{self.sam_role_name(logical)}"
+
+    def sam_role_name(self, logical: str) -> str:
+        return f"{self.stack_name}-{logical}Role"[:64]
+
+    def role_definition(self, logical: str) -> Optional[dict]:
+        """Name, trust policy and inline policies of the role a resource
+        declares (AWS::IAM::Role) or SAM makes for it; None when a SAM
+        resource names its own Role."""
+        res = self.resources[logical]
+        rtype = res.get("Type")
+        if rtype == "AWS::IAM::Role":
+            p = self.props(logical)
+            if p.get("ManagedPolicyArns") or p.get("PermissionsBoundary"):
+                raise TemplateError(f"{logical}: ManagedPolicyArns / PermissionsBoundary are not deployed locally; "
+                                    f"write the statements inline")
+            return {"name": self.ref(logical), "trust": p["AssumeRolePolicyDocument"],
+                    "policies": {cfn_str(x["PolicyName"]): x["PolicyDocument"] for x in p.get("Policies") or []}}
+        if rtype not in self.SAM_SERVICE or self._prop(logical, "Role"):
+            return None
+        raw = self._prop(logical, "Policies") or []
+        raw = raw if isinstance(raw, list) else [raw]
+        policies: dict[str, Any] = {}
+        if rtype == "AWS::Serverless::Function":
+            policies["AWSLambdaBasicExecutionRole"] = self.LAMBDA_BASIC_EXECUTION
+        for i, item in enumerate(raw):
+            if isinstance(item, dict) and "Statement" in item:
+                policies[f"{logical}RolePolicy{i}"] = item
+            else:
+                what = item if isinstance(item, str) else next(iter(item), "?")
+                raise TemplateError(f"{logical}.Policies[{i}]: {what!r} (a managed policy or SAM policy template) "
+                                    f"is not deployed locally, so its grants could not be checked; write the "
+                                    f"statements inline")
+        return {"name": self.sam_role_name(logical),
+                "trust": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": self.SAM_SERVICE[rtype]},
+                    "Action": "sts:AssumeRole"}]},
+                "policies": policies}
+
+    def function_spec(self, logical: str) -> dict:
+        """What the local Lambda host needs to run a function as AWS would."""
+        p = self.props(logical)
+        env = (p.get("Environment") or {}).get("Variables") or {}
+        reserved = p.get("ReservedConcurrentExecutions")
+        return {
+            "logical_id": logical,
+            "binary": self.function_binary(logical),
+            "environment": {k: cfn_str(v) for k, v in env.items()},
+            "timeout_s": as_int(p.get("Timeout", 3)),
+            "memory_mb": as_int(p.get("MemorySize", 128)),
+            "role_arn": self.role_arn_of(logical),
+            "reserved_concurrency": as_int(reserved) if reserved is not None else None,
+            "architectures": [cfn_str(a) for a in p.get("Architectures") or ["x86_64"]],
+        }
 
     # ---- per-type views -----------------------------------------------------
 
@@ -1149,19 +1226,80 @@ def deploy_task_definition(stack: Stack, logical: str, client) -> str:
         "environment": [{"name": cfn_str(e["Name"]), "value": cfn_str(e["Value"])}
                         for e in c.get("Environment") or []],
     } for c in p["ContainerDefinitions"]]
+    kw: dict[str, Any] = {}
+    for key, api in (("TaskRoleArn", "taskRoleArn"), ("ExecutionRoleArn", "executionRoleArn")):
+        if p.get(key):
+            kw[api] = cfn_str(p[key])
     arn = ecs.register_task_definition(
         family=family, containerDefinitions=containers, networkMode=cfn_str(p.get("NetworkMode", "awsvpc")),
         requiresCompatibilities=[cfn_str(x) for x in p.get("RequiresCompatibilities") or []],
-        cpu=cfn_str(p.get("Cpu", "256")), memory=cfn_str(p.get("Memory", "512")),
+        cpu=cfn_str(p.get("Cpu", "256")), memory=cfn_str(p.get("Memory", "512")), **kw,
     )["taskDefinition"]["taskDefinitionArn"]
     stack.actual.setdefault(logical, {}).update({"Ref": arn, "TaskDefinitionArn": arn})
     # What the gateway's local ECS substitute runs for this task definition.
     binaries = (stack.resources[logical].get("Metadata") or {}).get("LocalBinaries") or {}
-    stack.ecs_tasks[arn] = {"family": family, "containers": {
-        c["name"]: {"binary": binaries.get(c["name"], c["name"]),
-                    "environment": {e["name"]: e["value"] for e in c["environment"]}}
-        for c in containers}}
+    log_options = {cfn_str(c["Name"]): {k: cfn_str(v) for k, v in
+                                        ((c.get("LogConfiguration") or {}).get("Options") or {}).items()}
+                   for c in p["ContainerDefinitions"]}
+    stack.ecs_tasks[arn] = {
+        "family": family, "account": stack.account_id,
+        "task_role_arn": kw.get("taskRoleArn"), "execution_role_arn": kw.get("executionRoleArn"),
+        "memory_mb": as_int(p.get("Memory", 512)),
+        "containers": {
+            c["name"]: {"binary": binaries.get(c["name"], c["name"]), "image": c["image"],
+                        "log_options": log_options.get(c["name"]) or {},
+                        "environment": {e["name"]: e["value"] for e in c["environment"]}}
+            for c in containers}}
     return f"task definition {arn}"
+
+
+def put_role(client, definition: dict) -> str:
+    """Creates or updates a role and makes its inline policies exactly the
+    declared ones (the local stack's IAM check reads them from there)."""
+    iam = client("iam")
+    name = definition["name"]
+    trust = json.dumps(definition["trust"])
+    try:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, MaxSessionDuration=43200)
+        result = f"role {name}"
+    except Exception as e:  # noqa: BLE001
+        if _code(e) != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+        result = f"updated role {name}"
+    declared = definition["policies"]
+    for pname in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        if pname not in declared:
+            iam.delete_role_policy(RoleName=name, PolicyName=pname)
+    for pname, doc in declared.items():
+        iam.put_role_policy(RoleName=name, PolicyName=pname, PolicyDocument=json.dumps(doc))
+    return f"{result} ({len(declared)} inline polic{'y' if len(declared) == 1 else 'ies'})"
+
+
+def deploy_role(stack: Stack, logical: str, client) -> str:
+    return put_role(client, stack.role_definition(logical))
+
+
+def deploy_function(stack: Stack, logical: str, client) -> str:
+    """A function is not created in moto (nothing there runs it): its role is
+    made, and functions.json tells the local Lambda host how to run it."""
+    role = stack.role_definition(logical)
+    made = put_role(client, role) if role else f"role {stack.role_arn_of(logical)} (its own)"
+    spec = stack.function_spec(logical)
+    stack.functions[spec["binary"]] = spec
+    return f"function {spec['binary']} ({spec['timeout_s']} s, {spec['memory_mb']} MB); {made}"
+
+
+def deploy_ecr_repository(stack: Stack, logical: str, client) -> str:
+    ecr = client("ecr")
+    name = stack.ref(logical)
+    try:
+        ecr.create_repository(repositoryName=name)
+        return f"repository {name}"
+    except Exception as e:  # noqa: BLE001
+        if _code(e) != "RepositoryAlreadyExistsException":
+            raise
+        return f"exists: repository {name}"
 
 
 def deploy_state_machine(stack: Stack, logical: str, client) -> str:
@@ -1169,7 +1307,10 @@ def deploy_state_machine(stack: Stack, logical: str, client) -> str:
     name = stack.state_machine_name(logical)
     definition = json.dumps(stack.state_machine_definition(logical), indent=2)
     arn = stack.get_att(logical, "Arn")
-    role = f"arn:aws:iam::{stack.account_id}:role/{LOCAL_ROLE_NAME}"
+    role_def = stack.role_definition(logical)
+    if role_def:
+        put_role(client, role_def)
+    role = stack.role_arn_of(logical)
     try:
         current = sfn.describe_state_machine(stateMachineArn=arn)
     except Exception as e:  # noqa: BLE001
@@ -1217,6 +1358,9 @@ def deploy_kms_key(stack: Stack, logical: str, client) -> str:
 
 
 HANDLERS: dict[str, Callable[..., str]] = {
+    "AWS::IAM::Role": deploy_role,
+    "AWS::Serverless::Function": deploy_function,
+    "AWS::ECR::Repository": deploy_ecr_repository,
     "AWS::KMS::Key": deploy_kms_key,
     "AWS::DynamoDB::Table": deploy_table,
     "AWS::SNS::Topic": deploy_topic,
@@ -1269,24 +1413,28 @@ def configure_moto(endpoint: str) -> bool:
     return True
 
 
-def write_outputs(stack: Stack, out_dir: Path, stack_json: Optional[Path], lambda_env_path: Optional[Path],
+def write_outputs(stack: Stack, out_dir: Path, stack_json: Optional[Path],
                   env_overrides: dict[str, str]) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     sj = stack_json or out_dir / "stack.json"
-    le = lambda_env_path or out_dir / "lambda-env"
     sj.parent.mkdir(parents=True, exist_ok=True)
-    le.parent.mkdir(parents=True, exist_ok=True)
     sj.write_text(json.dumps(stack.outputs(), indent=2) + "\n", encoding="utf-8")
-    lines = []
-    for k, v in stack.lambda_env(env_overrides).items():
-        if "\n" in v or "\r" in v:
-            raise TemplateError(f"environment variable {k} holds a newline; cannot write an env file")
-        lines.append(f"{k}={v}")
-    le.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stack.lambda_env()  # design.md: one name, one value across functions (raises otherwise)
+    functions = {}
+    for name, spec in stack.functions.items():
+        env = dict(spec["environment"])
+        for k, v in env_overrides.items():
+            if k in env:  # --env overrides what a function declares, nothing else
+                env[k] = v
+        functions[name] = dict(spec, environment=env)
+    fj = out_dir / "functions.json"
+    tmp = fj.with_suffix(".tmp")
+    tmp.write_text(json.dumps(functions, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, fj)  # the Lambda host re-reads it when it changes: never half-written
     (out_dir / "ecs-tasks.json").write_text(json.dumps(stack.ecs_tasks, indent=2) + "\n", encoding="utf-8")
     (out_dir / "event-sources.json").write_text(json.dumps(stack.sqs_event_sources(), indent=2) + "\n",
                                                 encoding="utf-8")
-    return sj, le
+    return sj, fj
 
 
 def deploy(
@@ -1297,7 +1445,6 @@ def deploy(
     env_overrides: Optional[dict[str, str]] = None,
     out_dir: str | os.PathLike = DEFAULT_OUT_DIR,
     stack_json: Optional[str | os.PathLike] = None,
-    lambda_env_path: Optional[str | os.PathLike] = None,
     recreate_changed_tables: bool = False,
     strict: bool = False,
     region: str = REGION,
@@ -1347,11 +1494,8 @@ def deploy(
         else:
             result = handler(stack, logical, client)
         note(f"{logical}: {result}")
-    sj, le = write_outputs(
-        stack, Path(out_dir), Path(stack_json) if stack_json else None,
-        Path(lambda_env_path) if lambda_env_path else None, env_overrides or {},
-    )
-    note(f"wrote {sj} and {le}")
+    sj, fj = write_outputs(stack, Path(out_dir), Path(stack_json) if stack_json else None, env_overrides or {})
+    note(f"wrote {sj} and {fj}")
     return stack
 
 
@@ -1377,10 +1521,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack-name", default="tally")
     p.add_argument("--parameter-overrides", nargs="*", action="extend", default=[], metavar="K=V")
     p.add_argument("--env", nargs="*", action="extend", default=[], metavar="K=V",
-                   help="override a function environment variable in lambda-env")
-    p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="where stack.json and lambda-env go")
+                   help="override an environment variable of every function that declares it")
+    p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="where stack.json and functions.json go")
     p.add_argument("--stack-json", help="path of stack.json (default <out-dir>/stack.json)")
-    p.add_argument("--lambda-env", help="path of lambda-env (default <out-dir>/lambda-env)")
     p.add_argument("--recreate-changed-tables", action="store_true",
                    help="drop and recreate a table whose key schema changed (loses its items)")
     p.add_argument("--strict", action="store_true", help="fail on resource types with no local handler")
@@ -1399,7 +1542,8 @@ def main(argv=None) -> int:
                           endpoint=args.endpoint)
             print(json.dumps({
                 "outputs": stack.outputs(),
-                "lambda_env": stack.lambda_env(env),
+                "functions": {stack.function_binary(lg): stack.function_spec(lg)
+                              for lg in stack.resources_of("AWS::Serverless::Function")},
                 "tables": {lg: stack.table_request(lg) for lg in stack.resources_of("AWS::DynamoDB::Table")},
                 "state_machines": {
                     lg: stack.state_machine_definition(lg)
@@ -1408,7 +1552,7 @@ def main(argv=None) -> int:
             }, indent=2))
             return 0
         deploy(args.endpoint, args.template, args.stack_name, overrides, env, args.out_dir,
-               args.stack_json, args.lambda_env, args.recreate_changed_tables, args.strict)
+               args.stack_json, args.recreate_changed_tables, args.strict)
     except (TemplateError, DeployError) as e:
         print(f"deploy failed: {e}", file=sys.stderr)
         return 2

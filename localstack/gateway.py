@@ -46,6 +46,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Optional
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import iam_gate  # noqa: E402
+from iam_gate import function_name_from  # noqa: E402,F401 -- re-exported for the tests
+
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 
@@ -67,29 +71,6 @@ HOP_BY_HOP = {
 COPY_CHUNK = 64 * 1024
 
 
-def function_name_from(raw: str) -> str:
-    """Bare function name from what a client put in the Invoke path.
-
-    >>> function_name_from("arn:aws:lambda:us-east-1:123456789012:function:cob-partition")
-    'cob-partition'
-    >>> function_name_from("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Acob-partition%3A%24LATEST")
-    'cob-partition'
-    >>> function_name_from("123456789012:function:cob-aggregate")
-    'cob-aggregate'
-    >>> function_name_from("cob-coordinator:live")
-    'cob-coordinator'
-    >>> function_name_from("cob-coordinator")
-    'cob-coordinator'
-    """
-    name = urllib.parse.unquote(raw)
-    parts = name.split(":")
-    if "function" in parts:
-        i = parts.index("function")
-        if i + 1 < len(parts):
-            return parts[i + 1]
-    return parts[0]
-
-
 def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host:
@@ -105,12 +86,21 @@ class Config:
         invoke_timeout: float = 960.0,
         proxy_timeout: float = 960.0,
         verbose: bool = False,
+        authorizer: Optional["iam_gate.Authorizer"] = None,
+        via: Optional[tuple[str, int]] = None,
     ):
         self.moto = moto
+        # The test-only fault proxy: when set, every call to moto or the
+        # Lambda host goes through it, naming its destination in
+        # X-Tally-Upstream and its signer in X-Tally-Caller.
+        self.via = via
         self.lambda_host = lambda_host
         self.invoke_timeout = invoke_timeout
         self.proxy_timeout = proxy_timeout
         self.verbose = verbose
+        # IAM as AWS enforces it (localstack/iam_gate.py); None: no checks
+        # (the gateway's own unit tests).
+        self.authorizer = authorizer
 
 
 # --------------------------------------------------------------------------
@@ -124,11 +114,15 @@ class Config:
 #     ECS_HANDLERS["RunTask"] = my_run_task       # start the process, return task JSON
 #     ECS_HANDLERS["DescribeTasks"] = my_describe # report lastStatus / exitCode
 #
-# A handler gets (operation, request_json, headers) and returns
-# (status, response_json) or None to fall through to moto.
+# A handler gets (operation, request_json, headers, caller) and returns
+# (status, response_json) or None to fall through to moto. `caller` is the
+# signer's assumed-role key (None: the operator), for the checks AWS makes
+# beyond the action itself (iam:PassRole of the task's roles).
 # --------------------------------------------------------------------------
-EcsHandler = Callable[[str, dict, dict], Optional[tuple[int, dict]]]
+EcsHandler = Callable[[str, dict, dict, Optional["iam_gate.AssumedKey"]], Optional[tuple[int, dict]]]
 ECS_HANDLERS: dict[str, EcsHandler] = {}
+# The local ECS substitute, for the admin endpoints (/_local/ecs/...).
+LOCAL_ECS = None
 
 
 class GatewayHandler(BaseHTTPRequestHandler):
@@ -246,6 +240,15 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         self.wfile.write(b"0\r\n\r\n")
 
+    def _connect(self, dest: tuple[str, int], timeout: float) -> tuple[http.client.HTTPConnection, list]:
+        """A connection to `dest` (through the fault proxy when there is one)
+        and the routing headers to add."""
+        if self.config.via is None:
+            return http.client.HTTPConnection(dest[0], dest[1], timeout=timeout), []
+        caller = getattr(self, "_caller", "") or "operator"
+        return (http.client.HTTPConnection(self.config.via[0], self.config.via[1], timeout=timeout),
+                [("X-Tally-Upstream", f"{dest[0]}:{dest[1]}"), ("X-Tally-Caller", caller)])
+
     # ---- dispatch -------------------------------------------------------
 
     def _dispatch(self) -> None:
@@ -255,29 +258,73 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.log_line(f"bad request body: {e}")
             self.close_connection = True
             return
-        path = urllib.parse.urlsplit(self.path).path
+        req = iam_gate.Request.of(self.command, self.path, self.headers, body)
+        if req.path.startswith("/_local/"):
+            self._admin(req)
+            return
+        auth = self.config.authorizer
+        self._caller = ""
+        if auth is not None:
+            key = auth.principal(req)[0]
+            self._caller = key.session_arn if key is not None else "operator"
+            denial = auth.check(req)
+            if denial is not None:
+                self._send_simple(denial.status, denial.headers, denial.body)
+                return
+        path = req.path
         m = INVOKE_PATH.match(path)
         if self.command == "POST" and m:
             self._invoke(m.group("name"), body)
             return
         target = self.headers.get("X-Amz-Target", "")
         if target.startswith(ECS_TARGET_PREFIX):
-            if self._ecs(target[len(ECS_TARGET_PREFIX):], body):
+            caller = auth.principal(req)[0] if auth is not None else None
+            if self._ecs(target[len(ECS_TARGET_PREFIX):], body, caller):
                 return
-        self._proxy_to_moto(body)
+        self._proxy_to_moto(body, req)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch
 
+    def _admin(self, req: "iam_gate.Request") -> None:
+        """The local stack's own endpoints (no AWS meaning; S3 bucket names
+        cannot start with '_'): IAM counters, the ECS tasks and their kill."""
+        auth = self.config.authorizer
+        if req.path == "/_local/iam" and self.command == "GET":
+            doc = {"enforced": auth is not None, "checked": auth.checked if auth else 0,
+                   "denied": auth.denials if auth else 0}
+        elif req.path == "/_local/ecs/tasks" and self.command == "GET":
+            doc = LOCAL_ECS.describe_local() if LOCAL_ECS else []
+        elif req.path == "/_local/ecs/kill" and self.command == "POST":
+            try:
+                selector = json.loads(req.body or b"{}")
+            except ValueError:
+                selector = {}
+            doc = {"killed": LOCAL_ECS.kill(selector) if LOCAL_ECS else []}
+        else:
+            self._send_simple(404, [("Content-Type", "application/json")], b'{"message": "no such endpoint"}')
+            return
+        self._send_simple(200, [("Content-Type", "application/json")], json.dumps(doc).encode())
+
     # ---- moto -----------------------------------------------------------
 
-    def _proxy_to_moto(self, body: bytes) -> None:
+    def _proxy_to_moto(self, body: bytes, req: Optional["iam_gate.Request"] = None) -> None:
+        auth = self.config.authorizer
+        signer = req.signer() if req is not None else None
+        service = signer[2] if signer else ""
+        form = req.form() if req is not None and service in ("sts", "iam") else {}
+        action = (form.get("Action") or [""])[0]
+        if auth is not None and service == "sts" and action == "AssumeRole":
+            self._assume_role(body, form)
+            return
+        if auth is not None and service == "iam" and not action.startswith(("Get", "List")):
+            auth.policies.invalidate()
         host, port = self.config.moto
-        conn = http.client.HTTPConnection(host, port, timeout=self.config.proxy_timeout)
+        conn, routing = self._connect(self.config.moto, self.config.proxy_timeout)
         try:
             try:
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 has_host = False
-                for k, v in self._forward_headers(len(body)):
+                for k, v in self._forward_headers(len(body)) + routing:
                     if k.lower() == "host":
                         has_host = True
                     conn.putheader(k, v)
@@ -299,33 +346,69 @@ class GatewayHandler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
+    def _assume_role(self, body: bytes, form: dict) -> None:
+        """Relays an AssumeRole and records the key it issues, so the calls
+        that key signs are judged against the role's policies."""
+        host, port = self.config.moto
+        conn = http.client.HTTPConnection(host, port, timeout=self.config.proxy_timeout)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in self._forward_headers(len(body)):
+                conn.putheader(k, v)
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = [(k, v) for k, v in resp.getheaders()
+                       if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
+        except (OSError, http.client.HTTPException) as e:
+            msg = json.dumps({"__type": "ServiceUnavailable", "message": f"moto backend unreachable: {e}"})
+            self._send_simple(503, [("Content-Type", "application/json")], msg.encode())
+            return
+        finally:
+            conn.close()
+        if resp.status == 200:
+            key = self.config.authorizer.registry.observe_assume_role(form, data)
+            if key is not None:
+                self.log_line(f"sts: {key.access_key_id} is {key.session_arn}")
+        self._send_simple(resp.status, headers, data)
+
     # ---- lambda ---------------------------------------------------------
 
     def _invoke(self, raw_name: str, body: bytes) -> None:
+        """Lambda Invoke -> the local Lambda host (localstack/lambda_host.py),
+        which answers as AWS Lambda does (a function error is HTTP 200 with
+        X-Amz-Function-Error; a throttle is 429); relayed unchanged. A host
+        that is down becomes Lambda's ServiceException (Step Functions:
+        Lambda.ServiceException, retried)."""
         name = function_name_from(raw_name)
         invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         if invocation_type == "DryRun":
             self._send_simple(204, [], b"")
             return
-        if invocation_type == "Event":
-            headers = self._forward_headers(len(body), drop_host=True)
-            t = threading.Thread(
-                target=self._call_lambda_host, args=(name, body, headers), daemon=True
-            )
-            t.start()
-            self._send_simple(202, [("x-amzn-RequestId", str(uuid.uuid4()))], b"")
-            return
         headers = self._forward_headers(len(body), drop_host=True)
         started = time.monotonic()
-        result = self._call_lambda_host(name, body, headers)
-        status, resp_headers, resp_body = result
+        status, resp_headers, resp_body = self._call_lambda_host(name, body, headers)
         elapsed = time.monotonic() - started
-        self.log_line(f"invoke {name} -> {status} in {elapsed:.1f}s")
-        self._answer_invoke(name, status, resp_headers, resp_body)
+        if status is None:
+            self._service_error(
+                500,
+                "ServiceException",
+                f"local Lambda host {self.config.lambda_host[0]}:{self.config.lambda_host[1]} "
+                f"unreachable for function {name}: {resp_body.decode(errors='replace')}",
+            )
+            return
+        hdr = {k.lower(): v for k, v in resp_headers}
+        if "x-amz-function-error" in hdr:
+            self.log_line(f"invoke {name} -> function error in {elapsed:.1f}s: {resp_body[:300].decode(errors='replace')}")
+        elif status >= 300:
+            self.log_line(f"invoke {name} -> {status} in {elapsed:.1f}s")
+        keep = [(k, v) for k, v in resp_headers if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
+        self._send_simple(status, keep, resp_body)
 
     def _call_lambda_host(self, name: str, body: bytes, headers):
         host, port = self.config.lambda_host
-        conn = http.client.HTTPConnection(host, port, timeout=self.config.invoke_timeout)
+        conn, routing = self._connect(self.config.lambda_host, self.config.invoke_timeout)
+        headers = list(headers) + routing
         try:
             conn.putrequest(
                 "POST",
@@ -346,48 +429,6 @@ class GatewayHandler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
-    def _answer_invoke(self, name: str, status, headers, body: bytes) -> None:
-        request_id = str(uuid.uuid4())
-        base = [
-            ("Content-Type", "application/json"),
-            ("x-amzn-RequestId", request_id),
-            ("X-Amz-Executed-Version", "$LATEST"),
-        ]
-        if status is None:
-            self._service_error(
-                500,
-                "ServiceException",
-                f"local Lambda host {self.config.lambda_host[0]}:{self.config.lambda_host[1]} "
-                f"unreachable for function {name}: {body.decode(errors='replace')}",
-            )
-            return
-        hdr = {k.lower(): v for k, v in headers}
-        if 200 <= status < 300:
-            out = list(base)
-            if "x-amz-function-error" in hdr:
-                out.append(("X-Amz-Function-Error", hdr["x-amz-function-error"]))
-            self._send_simple(status, out, body)
-            return
-        handler_error = _handler_error(body)
-        if status >= 500 and handler_error is not None:
-            self.log_line(
-                f"invoke {name}: handler error {handler_error.get('errorType')}: "
-                f"{str(handler_error.get('errorMessage'))[:200]}"
-            )
-            self._send_simple(200, base + [("X-Amz-Function-Error", "Unhandled")], body)
-            return
-        text = body.decode(errors="replace")[:2000]
-        if status == 404:
-            self._service_error(
-                404,
-                "ResourceNotFoundException",
-                f"Function not found on the local Lambda host: {name} ({text})",
-            )
-            return
-        self._service_error(
-            500, "ServiceException", f"local Lambda host answered {status} for {name}: {text}"
-        )
-
     def _service_error(self, status: int, code: str, message: str) -> None:
         self.log_line(f"{code}: {message[:300]}")
         body = json.dumps({"Type": "Service" if status >= 500 else "User", "message": message}).encode()
@@ -403,7 +444,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
 
     # ---- ecs ------------------------------------------------------------
 
-    def _ecs(self, operation: str, body: bytes) -> bool:
+    def _ecs(self, operation: str, body: bytes, caller=None) -> bool:
         handler = ECS_HANDLERS.get(operation)
         if handler is None:
             return False
@@ -411,7 +452,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
             request = json.loads(body or b"{}")
         except ValueError:
             request = {}
-        result = handler(operation, request, dict(self.headers.items()))
+        result = handler(operation, request, dict(self.headers.items()), caller)
         if result is None:
             return False
         status, payload = result
@@ -421,16 +462,6 @@ class GatewayHandler(BaseHTTPRequestHandler):
             json.dumps(payload).encode(),
         )
         return True
-
-
-def _handler_error(body: bytes) -> Optional[dict]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(doc, dict) and "errorType" in doc:
-        return doc
-    return None
 
 
 class GatewayServer(ThreadingHTTPServer):
@@ -444,14 +475,61 @@ def make_server(bind: str, port: int, config: Config) -> GatewayServer:
     return GatewayServer((bind, port), handler)
 
 
+def admin_clients(moto: tuple[str, int], region: str):
+    """boto3 clients to moto itself (not through the gateway or the fault
+    proxy), as the operator: the gateway's own reads of roles and topics."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name=region)
+    cfg = BotoConfig(retries={"max_attempts": 5, "mode": "standard"})
+    clients: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def client(name: str):
+        with lock:
+            if name not in clients:
+                clients[name] = session.client(name, endpoint_url=f"http://{moto[0]}:{moto[1]}", config=cfg)
+            return clients[name]
+
+    return client
+
+
+def topic_key_lookup(client) -> Callable[[str], Optional[str]]:
+    """Topic ARN -> the ARN of the KMS key that encrypts it (None: unencrypted), cached."""
+    cache: dict[str, Optional[str]] = {}
+
+    def lookup(topic_arn: str) -> Optional[str]:
+        if topic_arn in cache:
+            return cache[topic_arn]
+        try:
+            attrs = client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+        except Exception:  # noqa: BLE001 -- an unknown topic: the publish itself will say so
+            return None
+        key = attrs.get("KmsMasterKeyId")
+        arn = None
+        if key:
+            try:
+                arn = client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+            except Exception:  # noqa: BLE001
+                arn = key if key.startswith("arn:") else None
+        cache[topic_arn] = arn
+        return arn
+
+    return lookup
+
+
 def main(argv=None) -> int:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bind", default=env("TALLY_GATEWAY_BIND", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("TALLY_GATEWAY_PORT", "4566")))
-    p.add_argument("--moto", default=env("TALLY_MOTO_ADDR", "127.0.0.1:4575"), help="host:port of moto_server")
+    p.add_argument("--moto", default=env("TALLY_MOTO_ADDR", "127.0.0.1:4575"), help="host:port of moto")
+    p.add_argument("--via", default=None,
+                   help="host:port of the test-only fault proxy: every call to moto or the Lambda host goes "
+                        "through it (X-Tally-Upstream names the destination)")
     p.add_argument("--lambda-host", default=env("TALLY_LAMBDA_HOST_ADDR", "127.0.0.1:9000"),
-                   help="host:port of cargo lambda watch")
+                   help="host:port of the local Lambda host (localstack/lambda_host.py)")
     p.add_argument("--invoke-timeout", type=float, default=float(env("TALLY_INVOKE_TIMEOUT", "960")),
                    help="seconds to wait for one Lambda invocation")
     p.add_argument("--proxy-timeout", type=float, default=float(env("TALLY_PROXY_TIMEOUT", "960")),
@@ -463,33 +541,45 @@ def main(argv=None) -> int:
     p.add_argument("--log-dir", default=env("TALLY_LOG_DIR", ".tally/local"), help="where local task logs go")
     p.add_argument("--event-sources", default=env("TALLY_EVENT_SOURCES"),
                    help="event-sources.json from deploy.py: play the SQS event source mappings (localstack/local_sqs_source.py)")
+    p.add_argument("--keys-file", default=None,
+                   help="where the keys sts:AssumeRole issued are kept across gateway restarts")
+    p.add_argument("--iam", choices=["enforce", "off"], default="enforce",
+                   help="judge every call signed by an assumed role against the role's policies (default)")
     args = p.parse_args(argv)
+    region = env("AWS_REGION", "us-east-1")
+    clients = admin_clients(parse_hostport(args.moto, 4575), region)
+    authorizer = None
+    if args.iam == "enforce":
+        keys = Path(args.keys_file) if args.keys_file else Path(args.log_dir) / "assumed-keys.json"
+        keys.parent.mkdir(parents=True, exist_ok=True)
+        authorizer = iam_gate.Authorizer(
+            iam_gate.KeyRegistry(keys), iam_gate.Policies(lambda: clients("iam")), region,
+            topic_key=topic_key_lookup(clients),
+            log=lambda m: sys.stderr.write(f"{time.strftime('%H:%M:%S')} [gateway] {m}\n"))
+    global LOCAL_ECS
     if args.ecs_tasks and args.bin_dir:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from local_ecs import LocalEcs
 
-        LocalEcs(
+        LOCAL_ECS = LocalEcs(
             tasks_file=Path(args.ecs_tasks),
             bin_dir=Path(args.bin_dir),
             log_dir=Path(args.log_dir),
-            aws_env={
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{args.port}",
-                "AWS_REGION": env("AWS_REGION", "us-east-1"),
-                "AWS_DEFAULT_REGION": env("AWS_REGION", "us-east-1"),
-                "AWS_ACCESS_KEY_ID": "test",
-                "AWS_SECRET_ACCESS_KEY": "test",
-            },
-        ).register(ECS_HANDLERS)
+            endpoint=f"http://127.0.0.1:{args.port}",
+            region=region,
+            authorizer=authorizer,
+        )
+        LOCAL_ECS.register(ECS_HANDLERS)
     config = Config(
         moto=parse_hostport(args.moto, 4575),
         lambda_host=parse_hostport(args.lambda_host, 9000),
         invoke_timeout=args.invoke_timeout,
         proxy_timeout=args.proxy_timeout,
         verbose=args.verbose,
+        authorizer=authorizer,
+        via=parse_hostport(args.via, 4576) if args.via else None,
     )
     server = make_server(args.bind, args.port, config)
     if args.event_sources:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from local_sqs_source import start_all
 
         def invoke(name: str, payload: bytes) -> tuple[int, bytes]:
@@ -505,9 +595,10 @@ def main(argv=None) -> int:
             finally:
                 conn.close()
 
-        start_all(Path(args.event_sources), config.moto, invoke, env("AWS_REGION", "us-east-1"))
+        start_all(Path(args.event_sources), config.moto, invoke, region)
     sys.stderr.write(
-        f"[gateway] listening on {args.bind}:{args.port}; moto {args.moto}; lambda host {args.lambda_host}\n"
+        f"[gateway] listening on {args.bind}:{args.port}; moto {args.moto}; lambda host {args.lambda_host}; "
+        f"IAM {args.iam}; {'through the fault proxy ' + args.via if args.via else 'no fault proxy'}\n"
     )
     sys.stderr.flush()
     try:

@@ -535,6 +535,10 @@ def apply_request_path_patches() -> None:
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (  # noqa: E402
     state_task_service_ecs as _sfn_ecs,
 )
+from moto.stepfunctions.parser.asl.eval.callback.callback import (  # noqa: E402
+    CallbackOutcomeFailure as _CallbackOutcomeFailure,
+    CallbackOutcomeFailureError as _CallbackOutcomeFailureError,
+)
 
 
 def _camel_keys(value: Any) -> Any:
@@ -576,9 +580,85 @@ def _ecs_build_sync_resolver(self, env, resource_runtime_part, normalised_parame
         task = described["tasks"][0]
         if task["lastStatus"] != "STOPPED":
             return None
+        if task.get("stopCode") == "TaskFailedToStart":
+            # AWS fails the state when the task never started (no container
+            # ran, so there is no exit code to hand on): States.TaskFailed.
+            raise _CallbackOutcomeFailureError(_CallbackOutcomeFailure(
+                callback_id=task_arn, error="States.TaskFailed", cause=json.dumps(_pascal_keys(task))))
         return _pascal_keys(task)
 
     return resolve
+
+
+# ---------------------------------------------------------------------------
+# Step Functions calls with the state machine's role. moto's engine signs
+# every service integration with the fixed keys "ak"/"sk"
+# (asl/utils/boto_client.py), whatever the state machine's roleArn: on a
+# stack that enforces IAM, that is either everything or nothing. AWS calls
+# with the role's credentials, so this does too: an sts:AssumeRole of the
+# role (through the gateway, which records the key and then judges each call
+# it signs against the role's policies), cached per role until a quarter of
+# an hour before it expires. `boto_client_for` is imported by name into many
+# modules of the engine, so every reference is replaced.
+
+from moto.stepfunctions.parser.asl.utils import boto_client as _boto_client  # noqa: E402
+
+_ORIGINAL_BOTO_CLIENT_FOR = _boto_client.boto_client_for
+_ROLE_CREDENTIALS: dict[str, tuple[float, dict]] = {}
+_ROLE_LOCK = threading.Lock()
+ROLE_SESSION_SECONDS = 3600
+ROLE_REFRESH_MARGIN_SECONDS = 900
+
+
+def _role_credentials(role_arn: str, region: str) -> dict:
+    import time
+
+    import boto3
+    from moto.settings import moto_server_port
+
+    with _ROLE_LOCK:
+        hit = _ROLE_CREDENTIALS.get(role_arn)
+        if hit and hit[0] - ROLE_REFRESH_MARGIN_SECONDS > time.time():
+            return hit[1]
+        sts = boto3.client("sts", endpoint_url=f"http://localhost:{moto_server_port()}", region_name=region,
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=f"states-{role_arn.rsplit('/', 1)[-1]}"[:64],
+                                DurationSeconds=ROLE_SESSION_SECONDS)["Credentials"]
+        _ROLE_CREDENTIALS[role_arn] = (time.time() + ROLE_SESSION_SECONDS, creds)
+        return creds
+
+
+def _boto_client_for_role(region: str, service: str, state_credentials: Any = None):
+    role_arn = getattr(state_credentials, "role_arn", None)
+    if not role_arn:
+        return _ORIGINAL_BOTO_CLIENT_FOR(region, service, state_credentials)
+    import boto3
+    from botocore.config import Config
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+
+    creds = _role_credentials(role_arn, region)
+    return boto3.client(
+        service_name=service, region_name=region, endpoint_url=f"http://localhost:{moto_server_port()}",
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                      connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                      read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS),
+    )
+
+
+def apply_state_machine_role_patch() -> int:
+    """Points every module's `boto_client_for` at the role-signing one; returns how many."""
+    import moto.stepfunctions.parser.asl.parse.asl_parser  # noqa: F401 -- loads every state module
+    import moto.stepfunctions.parser.models  # noqa: F401
+
+    n = 0
+    for module in list(sys.modules.values()):
+        if getattr(module, "boto_client_for", None) is _ORIGINAL_BOTO_CLIENT_FOR:
+            module.boto_client_for = _boto_client_for_role
+            n += 1
+    return n
 
 
 def apply_ecs_task_patch() -> None:
@@ -607,6 +687,7 @@ def apply_patch() -> None:
     _UndoLog.rollback = _rollback  # type: ignore[method-assign]
     apply_request_path_patches()
     apply_ecs_task_patch()
+    apply_state_machine_role_patch()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run Tally's local AWS stack: moto + gateway + cargo-lambda, then deploy.
+"""Run Tally's local AWS stack: moto + gateway + Lambda host, then deploy.
 
     python localstack/tally_local.py up      [--no-lambda-host] [--debug-build] [--endpoint URL] ...
     python localstack/tally_local.py deploy  [--endpoint URL] ...
@@ -11,38 +11,37 @@ under .tally/local/):
 
   moto      moto_server on 127.0.0.1:4575 with MOTO_PORT=4566, so that its Step
             Functions engine sends every service call (Lambda invoke included)
-            back through the gateway; started through localstack/moto_launcher.py
-            (moto_server + an O(items) instead of O(table) TransactWriteItems);
+            back through the gateway, signed with the state machine's role;
+            started through localstack/moto_launcher.py;
   gateway   localstack/gateway.py on 127.0.0.1:4566 -- the endpoint everything
-            uses (AWS_ENDPOINT_URL=http://127.0.0.1:4566);
+            uses (AWS_ENDPOINT_URL=http://127.0.0.1:4566); it enforces IAM
+            (localstack/iam_gate.py) on every call signed by an assumed role;
   faults    with --fault-proxy only (the integration tests): the test-only
             tests/fault-proxy binary on 127.0.0.1:4576 between the gateway and
             moto, so that every call any function or Step Functions makes
             passes it; it injects nothing until a test sets a plan;
-  lambda    `cargo lambda watch` on 127.0.0.1:9000 from the repo root, release
-            build (`--release`; `--debug-build` for dev), with the functions'
-            environment from .tally/lambda-env and the AWS endpoint variables.
-            It inherits the caller's CARGO_TARGET_DIR, so builds are shared.
+  lambda    localstack/lambda_host.py on 127.0.0.1:9000: the binaries of
+            `make build` (target/release; --debug-build: target/debug), each
+            function with its own environment, role credentials, timeout and
+            memory size from .tally/functions.json.
 
 then deploys infra/template.yaml (localstack/deploy.py), which writes
-.tally/stack.json and .tally/lambda-env. Order: moto, gateway, deploy, lambda
-host (the lambda host reads lambda-env when it starts; `up` restarts it when
-the file changed). `up` is idempotent: what runs is health-checked and kept,
-what is missing is started, and the template is redeployed.
+.tally/stack.json and .tally/functions.json. Order: moto, gateway, deploy,
+lambda host. `up` is idempotent: what runs is health-checked and kept, what
+is missing is started, and the template is redeployed (the Lambda host reads
+functions.json again when it changes).
 
 `--endpoint URL` targets an already running endpoint (e.g. real LocalStack
 from localstack/docker-compose.yml): nothing but the lambda host is started,
 and the deploy goes to URL. LIMITATION of that mode: the Step Functions
 engine of real LocalStack invokes Lambda functions inside LocalStack (Docker
-containers created from deployment packages), not our cargo-lambda host, and
-this tool does not create Lambda functions there (that is a `sam build` +
-`sam deploy`-style packaging job, out of scope). So with real LocalStack the
-tables, topic, bus and state machine exist and the functions can be invoked
-directly on the cargo-lambda host (`cargo lambda invoke`), but a state machine
-execution fails at its first Lambda task (Lambda.ResourceNotFoundException).
+containers created from deployment packages), not this Lambda host, and
+this tool does not create Lambda functions there. So with real LocalStack the
+tables, topic, bus and state machine exist, but a state machine execution
+fails at its first Lambda task (Lambda.ResourceNotFoundException).
 In that mode the credentials are AWS_ACCESS_KEY_ID=123456789012 so that
 LocalStack puts the resources in account 123456789012, the account the ARNs
-in the state machine and lambda-env are built for.
+in the state machine and functions.json are built for.
 """
 
 from __future__ import annotations
@@ -64,7 +63,6 @@ from typing import Optional
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO_ROOT / ".tally" / "local"
 OUT_DIR = REPO_ROOT / ".tally"
-LAMBDA_ENV = OUT_DIR / "lambda-env"
 HOST = "127.0.0.1"
 ACCOUNT_ID = "123456789012"
 
@@ -223,7 +221,7 @@ def components(args) -> dict[str, Component]:
         "moto": Component("moto", args.moto_port, "moto_launcher.py", "moto_server"),
         "gateway": Component("gateway", args.gateway_port, "gateway.py"),
         "faults": Component("faults", args.fault_proxy_port, "fault-proxy"),
-        "lambda": Component("lambda", args.lambda_port, "lambda watch"),
+        "lambda": Component("lambda", args.lambda_port, "lambda_host.py", "lambda watch"),
     }
 
 
@@ -285,14 +283,18 @@ def ensure_fault_proxy(args, comp: Component) -> None:
     if not binary.exists():
         raise Fail(f"{binary} not found: cargo build -p fault-proxy{'' if args.debug_build else ' --release'}")
     proc = comp.start([str(binary), "--listen", f"{HOST}:{comp.port}",
-                       "--upstream", f"{HOST}:{args.moto_port}"], dict(os.environ))
+                       "--upstream", f"{HOST}:{args.moto_port}",
+                       # The kill faults: SIGKILL the process that signed a request.
+                       "--kill-url", f"http://{HOST}:{args.lambda_port}/_local/kill",
+                       "--kill-url", f"http://{HOST}:{args.gateway_port}/_local/ecs/kill"], dict(os.environ))
     comp.wait_ready(lambda: http_ok(comp.port, "/_fault/health"), args.wait_timeout, proc)
-    say(f"fault proxy up (pid {proc.pid}, {HOST}:{comp.port} -> moto :{args.moto_port}) log {comp.log_file}")
+    say(f"fault proxy up (pid {proc.pid}, {HOST}:{comp.port}: between the gateway and moto and the Lambda host) "
+        f"log {comp.log_file}")
 
 
 def ensure_gateway(args, comp: Component) -> None:
     pid = comp.pid()
-    upstream = f"{HOST}:{args.fault_proxy_port if args.fault_proxy else args.moto_port}"
+    upstream = f"{HOST}:{args.moto_port}" + (f" via {HOST}:{args.fault_proxy_port}" if args.fault_proxy else "")
     upstream_file = STATE_DIR / "gateway.upstream"
     if pid is not None and (upstream_file.read_text().strip() if upstream_file.exists() else "") != upstream:
         say(f"gateway (pid {pid}) forwards elsewhere; restarting it to forward to {upstream}")
@@ -309,7 +311,10 @@ def ensure_gateway(args, comp: Component) -> None:
                    f"(a LocalStack? then use --endpoint http://{HOST}:{comp.port})")
     py = require(venv_dir() / "bin" / "python", "venv python")
     cmd = [str(py), str(REPO_ROOT / "localstack" / "gateway.py"), "--port", str(comp.port),
-           "--moto", upstream, "--lambda-host", f"{HOST}:{args.lambda_port}",
+           "--moto", f"{HOST}:{args.moto_port}",
+           *(["--via", f"{HOST}:{args.fault_proxy_port}"] if args.fault_proxy else []),
+           "--lambda-host", f"{HOST}:{args.lambda_port}",
+           "--keys-file", str(STATE_DIR / "assumed-keys.json"),
            "--invoke-timeout", str(args.invoke_timeout),
            # ECS RunTask of the template's task definitions: a local process of the
            # container's binary (localstack/local_ecs.py), from the same build as the Lambdas.
@@ -341,47 +346,42 @@ def run_deploy(args, endpoint: str, real_localstack: bool) -> None:
         raise Fail(f"deploy failed (exit {rc})")
 
 
-def env_digest() -> str:
-    try:
-        return hashlib.sha256(LAMBDA_ENV.read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
 def ensure_lambda_host(args, comp: Component, endpoint: str, real_localstack: bool) -> None:
-    digest_file = STATE_DIR / "lambda.env-sha256"
-    digest = env_digest()
+    """localstack/lambda_host.py: runs exactly the binaries of `make build`
+    (or the debug build), each function with its own environment, role,
+    timeout and memory size from functions.json, which it re-reads when a
+    deploy changes it (so a running host is kept)."""
+    functions = OUT_DIR / "functions.json"
+    if not functions.exists():
+        raise Fail(f"{functions} missing: the deploy writes it")
+    bins = bin_dir(args)
+    wanted = f"{bins}|{endpoint}"
+    marker_file = STATE_DIR / "lambda.config"
     pid = comp.pid()
     if pid is not None:
-        old = digest_file.read_text().strip() if digest_file.exists() else ""
-        if old == digest and port_open(comp.port):
+        old = marker_file.read_text().strip() if marker_file.exists() else ""
+        if comp.pid_is_current() and old == wanted and http_ok(comp.port, "/_local/health"):
             say(f"lambda host already up (pid {pid}, port {comp.port})")
             return
-        say(f"lambda host (pid {pid}) restarting: " + ("lambda-env changed" if old != digest else "port not answering"))
+        say(f"lambda host (pid {pid}) restarting: another build, endpoint or version")
         comp.stop()
     if port_open(comp.port):
         raise Fail(f"port {comp.port} is taken by a process tally_local did not start; stop it or pick --lambda-port")
-    exe = require(venv_dir() / "bin" / "cargo-lambda", "cargo-lambda")
-    if not LAMBDA_ENV.exists():
-        raise Fail(f"{LAMBDA_ENV} missing: the deploy writes it")
-    aws = aws_env(endpoint, real_localstack)
-    cmd = [str(exe), "lambda", "watch", "--invoke-address", HOST, "--invoke-port", str(comp.port),
-           "--concurrency", str(args.concurrency), "--env-file", str(LAMBDA_ENV)]
-    for k, v in aws.items():
-        cmd += ["--env-var", f"{k}={v}"]
-    if not args.debug_build:
-        cmd.append("--release")
-    if args.no_reload:
-        cmd.append("--ignore-changes")
-    env = dict(os.environ, **aws)
-    env["PATH"] = f"{venv_dir() / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    target = env.get("CARGO_TARGET_DIR") or str(REPO_ROOT / "target")
+    missing = [spec["binary"] for spec in json.loads(functions.read_text()).values()
+               if not (bins / spec["binary"]).is_file()]
+    if missing:
+        raise Fail(f"not built in {bins}: {', '.join(sorted(missing))}; run `make build`"
+                   f"{' (debug: cargo build)' if args.debug_build else ''}")
+    py = require(venv_dir() / "bin" / "python", "venv python")
+    cmd = [str(py), str(REPO_ROOT / "localstack" / "lambda_host.py"), "--port", str(comp.port),
+           "--functions", str(functions), "--bin-dir", str(bins), "--endpoint", endpoint,
+           "--log", str(STATE_DIR / "lambda.log"), "--concurrency-max", str(args.concurrency)]
+    env = dict(os.environ, **aws_env(endpoint, real_localstack))
     proc = comp.start(cmd, env)
-    comp.wait_ready(lambda: port_open(comp.port), args.lambda_wait_timeout, proc)
-    pid = proc.pid
-    digest_file.write_text(digest + "\n")
-    say(f"lambda host up (pid {pid}, {HOST}:{comp.port}, {'debug' if args.debug_build else 'release'} builds in "
-        f"{target}; functions compile on first invoke) log {comp.log_file}")
+    comp.wait_ready(lambda: http_ok(comp.port, "/_local/health"), args.lambda_wait_timeout, proc)
+    marker_file.write_text(wanted + "\n")
+    say(f"lambda host up (pid {proc.pid}, {HOST}:{comp.port}, binaries {bins}) log {comp.log_file}, "
+        f"functions' output {STATE_DIR / 'lambda.log'}")
 
 
 def cmd_up(args) -> None:
@@ -390,7 +390,7 @@ def cmd_up(args) -> None:
     if real:
         endpoint = args.endpoint.rstrip("/")
         say(f"using the running endpoint {endpoint}; not starting moto or the gateway")
-        say("NOTE: state machine Lambda tasks cannot reach cargo-lambda from real LocalStack "
+        say("NOTE: state machine Lambda tasks cannot reach the local Lambda host from real LocalStack "
             "(see the module docstring)")
     else:
         endpoint = f"http://{HOST}:{args.gateway_port}"
@@ -424,7 +424,7 @@ def cmd_down(args) -> None:
             say(f"stopped {name} (pid {pid})")
         else:
             say(f"{name} not running")
-    (STATE_DIR / "lambda.env-sha256").unlink(missing_ok=True)
+    (STATE_DIR / "lambda.config").unlink(missing_ok=True)
 
 
 def cmd_status(args) -> int:
@@ -448,7 +448,7 @@ def cmd_status(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Tally local AWS stack (moto + gateway + cargo-lambda).")
+    p = argparse.ArgumentParser(description="Tally local AWS stack (moto + gateway + Lambda host).")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -465,15 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--env", nargs="*", action="extend", default=[], metavar="K=V",
                         help="extra function environment (TALLY_FAULT_INJECTION=enabled is always set)")
 
-    up = sub.add_parser("up", help="start moto, the gateway and cargo-lambda; deploy")
+    up = sub.add_parser("up", help="start moto, the gateway and the Lambda host; deploy")
     common(up)
     deploy_opts(up)
-    up.add_argument("--no-lambda-host", action="store_true", help="do not start cargo lambda watch")
+    up.add_argument("--no-lambda-host", action="store_true", help="do not start the Lambda host")
     up.add_argument("--fault-proxy", action="store_true",
                     help="put the test-only fault proxy (tests/fault-proxy) between the gateway and moto")
-    up.add_argument("--debug-build", action="store_true", help="cargo lambda watch without --release")
-    up.add_argument("--no-reload", action="store_true", help="cargo lambda watch --ignore-changes")
-    up.add_argument("--concurrency", type=int, default=10, help="instances per function (Map runs 10 at once)")
+    up.add_argument("--debug-build", action="store_true", help="run the debug binaries (target/debug)")
+    up.add_argument("--no-reload", action="store_true", help="(kept for old scripts; the host never rebuilds)")
+    up.add_argument("--concurrency", type=int, default=32,
+                    help="instances per function without ReservedConcurrentExecutions")
     up.add_argument("--invoke-timeout", type=float, default=960, help="gateway: seconds per Lambda invocation")
     up.add_argument("--wait-timeout", type=float, default=30, help="seconds to wait for moto / gateway")
     up.add_argument("--lambda-wait-timeout", type=float, default=120, help="seconds to wait for the lambda host port")

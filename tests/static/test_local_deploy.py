@@ -61,7 +61,9 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 
 class FakeLambdaHost(BaseHTTPRequestHandler):
-    """Answers like cargo lambda watch: 200 + result, or 500 + the runtime's error body."""
+    """Answers as localstack/lambda_host.py does, which answers as AWS Lambda
+    does: 200 + result; 200 + X-Amz-Function-Error + the error for a handler
+    error; 404 ResourceNotFoundException; 429 for a throttle."""
 
     protocol_version = "HTTP/1.1"
     calls: list = []
@@ -73,14 +75,23 @@ class FakeLambdaHost(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         name = self.path.split("/")[3]
         FakeLambdaHost.calls.append(self.path)
+        headers = [("Content-Type", "application/json")]
         if name == "fails":
-            status, out = 500, {"errorType": "TransientStoreError", "errorMessage": "throttled"}
+            status, out = 200, {"errorType": "TransientStoreError", "errorMessage": "throttled"}
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
         elif name == "missing":
-            status, out = 404, {"title": "Missing function", "detail": "no such binary"}
+            status, out = 404, {"Type": "User", "message": "Function not found: missing"}
+            headers.append(("x-amzn-ErrorType", "ResourceNotFoundException"))
+        elif name == "busy":
+            status, out = 429, {"Type": "User", "message": "Rate Exceeded.",
+                                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}
+            headers.append(("x-amzn-ErrorType", "TooManyRequestsException"))
         else:
             status, out = 200, {"function": name, "event": json.loads(body or b"null")}
         data = json.dumps(out).encode()
         self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -329,19 +340,42 @@ def test_stack_json_has_the_template_outputs(deployed, template, declared, clien
     clients("stepfunctions").describe_state_machine(stateMachineArn=values["AccrualCobStateMachineArn"])
 
 
-def test_lambda_env_is_the_union_of_function_environments(deployed, template, declared):
+def test_functions_json_gives_each_function_its_own_environment_limits_and_role(deployed, template, declared):
     stack, out = deployed
-    lines = (out / "lambda-env").read_text().splitlines()
-    written = dict(line.split("=", 1) for line in lines if line)
-    expected: dict[str, str] = {}
-    glob = ((template.get("Globals") or {}).get("Function") or {}).get("Environment", {}).get("Variables", {})
-    for logical, res in of_type(template, "AWS::Serverless::Function").items():
-        own = ((res.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
-        for k, v in {**glob, **own}.items():
-            v = deploy.cfn_str(declared.resolve(v))
-            assert expected.setdefault(k, v) == v, f"{k} differs between functions"
-    expected["TALLY_FAULT_INJECTION"] = "enabled"
-    assert written == expected
+    written = json.loads((out / "functions.json").read_text())
+    functions = of_type(template, "AWS::Serverless::Function")
+    glob = (template.get("Globals") or {}).get("Function") or {}
+    assert sorted(written) == sorted(r["Metadata"]["BuildProperties"]["Binary"] for r in functions.values())
+    for logical, res in functions.items():
+        props = res.get("Properties") or {}
+        spec = written[res["Metadata"]["BuildProperties"]["Binary"]]
+        own = (props.get("Environment") or {}).get("Variables") or {}
+        want = {k: deploy.cfn_str(declared.resolve(v)) for k, v in own.items()}
+        if "TALLY_FAULT_INJECTION" in want:  # the deploy's --env overrides only what a function declares
+            want["TALLY_FAULT_INJECTION"] = "enabled"
+        assert spec["environment"] == want, logical
+        assert spec["timeout_s"] == props.get("Timeout", glob.get("Timeout", 3)), logical
+        assert spec["memory_mb"] == props.get("MemorySize", glob.get("MemorySize", 128)), logical
+        assert spec["role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{STACK}-{logical}Role", logical
+
+
+def test_every_role_is_deployed_with_exactly_the_templates_statements(deployed, declared, clients):
+    iam = clients("iam")
+    roles = [lid for lid in declared.resources_of("AWS::IAM::Role", "AWS::Serverless::Function",
+                                                  "AWS::Serverless::StateMachine")]
+    assert len(roles) > 10
+    stack = deployed[0]  # resolved with what the deploy made (the alarm key's id)
+    for lid in roles:
+        want = stack.role_definition(lid)
+        names = iam.list_role_policies(RoleName=want["name"])["PolicyNames"]
+        assert sorted(names) == sorted(want["policies"]), lid
+        for pname in names:
+            doc = iam.get_role_policy(RoleName=want["name"], PolicyName=pname)["PolicyDocument"]
+            doc = json.loads(doc) if isinstance(doc, str) else doc
+            assert doc == json.loads(json.dumps(want["policies"][pname])), f"{lid}/{pname}"
+    sm = clients("stepfunctions").describe_state_machine(
+        stateMachineArn=declared.ref("AccrualCobStateMachine"))
+    assert sm["roleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{STACK}-AccrualCobStateMachineRole"
 
 
 def test_redeploy_is_idempotent(deployed, local_stack, clients, tmp_path):
@@ -358,7 +392,7 @@ def test_redeploy_is_idempotent(deployed, local_stack, clients, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_gateway_routes_invoke_by_bare_name_and_flags_handler_errors(local_stack, clients):
+def test_gateway_routes_invoke_by_bare_name_and_relays_lambdas_answers(local_stack, clients):
     lam = clients("lambda")
     FakeLambdaHost.calls.clear()
     ok = lam.invoke(FunctionName=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:cob-partition:$LATEST",
@@ -371,6 +405,8 @@ def test_gateway_routes_invoke_by_bare_name_and_flags_handler_errors(local_stack
     assert json.loads(bad["Payload"].read())["errorType"] == "TransientStoreError"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.invoke(FunctionName="missing", Payload=b"{}")
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        lam.invoke(FunctionName="busy", Payload=b"{}")
 
 
 def test_step_functions_sees_the_rust_error_type(local_stack, deployed, clients):

@@ -84,6 +84,6 @@ def test_every_tool_the_tests_call_is_installed_by_setup():
         for rx, name in _CALLS:
             for m in rx.finditer(text):
                 found.setdefault(name or m.group(1), str(src.relative_to(REPO)))
-    assert {"chromium", "asl-validator", "cargo-lambda"} <= set(found), found
+    assert {"chromium", "asl-validator", "sam"} <= set(found), found
     unlisted = {n: where for n, where in found.items() if n not in listed}
     assert not unlisted, f"called by the tests but not installed and checked by make setup: {unlisted}"
