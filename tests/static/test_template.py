@@ -100,6 +100,12 @@ SCOPED_WILDCARDS = {
 }
 
 
+# Actions AWS defines with no resource type: a policy can grant them only
+# on "*". A statement may hold "*" as its resource only if every action it
+# grants is one of these.
+ACTIONS_WITHOUT_RESOURCES = {"ecr:GetAuthorizationToken"}
+
+
 def wildcard_findings(template: dict) -> list[str]:
     statements, findings = iam_statements(template)
     for where, s in statements:
@@ -112,7 +118,10 @@ def wildcard_findings(template: dict) -> list[str]:
             if key not in s:
                 findings.append(f"{where}: no {key}")
                 continue
+            actions = set(_strings(s.get("Action", [])))
             for text in _strings(s[key]):
+                if key == "Resource" and text == "*" and actions and actions <= ACTIONS_WITHOUT_RESOURCES:
+                    continue
                 if "*" in text and not (key == "Resource" and text in SCOPED_WILDCARDS):
                     findings.append(f"{where}.{key}: {text!r} contains '*'")
     return findings
@@ -154,8 +163,14 @@ def test_only_the_listed_scoped_wildcards_pass(template):
         {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [{"Fn::Sub": "${LandingBucket.Arn}/*"}]},
         {"Effect": "Allow", "Action": ["s3:*"], "Resource": [{"Fn::Sub": "${LandingBucket.Arn}/reports/*"}]},
     ]}]
+    fn["Properties"]["Policies"][0]["Statement"] += [
+        {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage"], "Resource": "*"},
+    ]
     found = wildcard_findings(t)
     assert not any("/settlement/*" in f for f in found)
+    # "*" only for an action that has no resource, and not for a neighbour that has one.
+    assert sum("'*' contains" in f for f in found) == 1, found
     assert any("${LandingBucket.Arn}/*'" in f for f in found), found
     assert any("s3:*" in f for f in found), found
 

@@ -5,6 +5,7 @@
 //! take [`exclusive`] and start from emptied tables.
 
 pub mod faults;
+pub mod local;
 pub mod recon;
 
 use anyhow::{bail, Context, Result};
@@ -269,11 +270,67 @@ pub fn temp_file(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A program ID (1–10 of `A-Z 0-9`) of `prefix` and six characters unique to
+/// this test process and moment, so a test never finds what an earlier run
+/// on the same stack left (a report, a claim, a status) under its name.
+pub fn unique_program(prefix: &str) -> String {
+    assert!(
+        prefix.len() <= 4,
+        "a program prefix of at most 4 characters"
+    );
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut x =
+        tally_domain::partition::fnv1a_64(format!("{}-{t}-{n}", std::process::id()).as_bytes());
+    let digits = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut tail = String::new();
+    for _ in 0..6 {
+        tail.push(digits[(x % 36) as usize] as char);
+        x /= 36;
+    }
+    format!("{prefix}{tail}")
+}
+
 pub fn date(s: &str) -> NaiveDate {
     s.parse().expect("date")
 }
 
 impl Env {
+    /// An SDK configuration signed as a role of the deployed stack (the role
+    /// SAM makes for `<Logical>` is `tally-<Logical>Role`): an
+    /// `sts:AssumeRole` through the local stack, so every call it signs is
+    /// judged against that role's policies, as the function's own are.
+    pub async fn as_role(&self, role_name: &str) -> Result<aws_config::SdkConfig> {
+        let sts = aws_sdk_sts::Client::new(&self.sdk);
+        let creds = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::123456789012:role/{role_name}"))
+            .role_session_name(format!("it-{}", std::process::id()))
+            .send()
+            .await
+            .with_context(|| format!("AssumeRole {role_name}"))?
+            .credentials
+            .context("AssumeRole returned no credentials")?;
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+        Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                creds.access_key_id,
+                creds.secret_access_key,
+                Some(creds.session_token),
+                None,
+                "assumed-role",
+            ))
+            .load()
+            .await)
+    }
+
     /// The run records of the stack.
     pub fn runs(&self) -> tally_aws::runs::DynamoRuns {
         tally_cli::runs::store(&self.sdk, &self.stack.runs_table)
