@@ -66,6 +66,16 @@ pub struct SweepReport {
     pub raced: u32,
     /// Whether the batch bound cut the work short.
     pub more: bool,
+    /// Records whose executions could not be read (refused, or an ARN that
+    /// is not this stack's): left as they are, reported, and the sweep goes
+    /// on with the others.
+    pub unreadable: Vec<Unreadable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub run_id: String,
+    pub error: String,
 }
 
 /// What the record of a run should become, given its execution.
@@ -200,7 +210,21 @@ pub async fn sweep<R: RunStore, X: ExecutionLookup>(
         .take(cfg.batch_max as usize)
     {
         report.examined += 1;
-        let Some((to, error, why)) = run_verdict(&r, execs, now, cfg.initiated_grace).await? else {
+        let verdict = match run_verdict(&r, execs, now, cfg.initiated_grace).await {
+            Ok(v) => v,
+            Err(e) => {
+                // One record's execution refused or unknown must not leave
+                // every other record untrue: it is reported (and counted in
+                // the sweeper's metric), the sweep goes on.
+                tracing::error!(run_id = r.run_id, error = %e, "cannot read the run's execution");
+                report.unreadable.push(Unreadable {
+                    run_id: r.run_id.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let Some((to, error, why)) = verdict else {
             report.still_running += 1;
             continue;
         };
@@ -236,6 +260,7 @@ pub async fn sweep<R: RunStore, X: ExecutionLookup>(
     tracing::info!(
         examined = report.examined,
         fixed = report.fixed.len(),
+        unreadable = report.unreadable.len(),
         raced = report.raced,
         still_running = report.still_running,
         more = report.more,
@@ -274,8 +299,41 @@ mod tests {
             *self.1.lock().unwrap() += 1;
             // Let the other sweeper of a test run between our read and write.
             tokio::task::yield_now().await;
+            if arn.contains("forbidden") {
+                return Err(StoreError::Permanent(format!(
+                    "DescribeExecution: AccessDeniedException on {arn}"
+                )));
+            }
             Ok(self.0.lock().unwrap().get(arn).cloned())
         }
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_execution_cannot_be_read_is_reported_and_the_others_are_swept() {
+        let runs = MemoryRuns::default();
+        let execs = Execs::default();
+        let now = t("2026-11-21T03:00:00Z");
+        let bad = run(&runs, 1, RunStatus::Executing, "2026-11-21T01:00:00Z");
+        let mut r = runs
+            .records()
+            .into_iter()
+            .find(|r| r.run_id == bad)
+            .unwrap();
+        r.execution_arn = Some("arn:exec:forbidden".into());
+        runs.insert(r);
+        let good = run(&runs, 2, RunStatus::Executing, "2026-11-21T01:00:00Z");
+        execs.set(
+            &format!("arn:exec:{good}"),
+            "FAILED",
+            Some("States.Runtime"),
+        );
+        let report = sweep(&runs, &execs, &cfg(100), now).await.unwrap();
+        assert_eq!(report.examined, 2);
+        assert_eq!(report.fixed.len(), 1, "{report:?}");
+        assert_eq!(report.fixed[0].run_id, good);
+        assert_eq!(report.unreadable.len(), 1, "{report:?}");
+        assert_eq!(report.unreadable[0].run_id, bad);
+        assert!(report.unreadable[0].error.contains("AccessDenied"));
     }
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -21,6 +21,7 @@ async fn main() -> Result<(), Error> {
             use tally_aws::emf::{names, Metrics};
             Metrics::new("run-sweeper")
                 .count(names::RUNS_CORRECTED, report.fixed.len() as u64)
+                .count(names::RUNS_UNREADABLE, report.unreadable.len() as u64)
                 .property(
                     "run_ids",
                     report

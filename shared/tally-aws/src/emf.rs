@@ -25,6 +25,7 @@ pub mod names {
     pub const RECORDS_INGESTED: &str = "RecordsIngested";
     pub const RECON_RECORDS: &str = "ReconRecords";
     pub const RUNS_CORRECTED: &str = "RunsCorrected";
+    pub const RUNS_UNREADABLE: &str = "RunsUnreadable";
     pub const DEADLINE_MISSED: &str = "CobDeadlineMissed";
 }
 
