@@ -45,6 +45,19 @@ pub const LAMBDA_SERVICE: &[&str] = &[
     "Lambda.TooManyRequestsException",
 ];
 
+/// What the Lambda service reports when it stopped a function itself: the
+/// invocation ran past its `Timeout` (`Sandbox.Timedout`), its process died
+/// (`Runtime.ExitError`: a crash, or a kill), or it passed its `MemorySize`
+/// (`Runtime.OutOfMemory`). Every Tally function resumes or repeats its work
+/// idempotently, so a state may retry the first two; running out of memory
+/// would happen again, so it is caught, never retried.
+pub const LAMBDA_RUNTIME: &[&str] = &[
+    "Sandbox.Timedout",
+    "Runtime.ExitError",
+    "Runtime.OutOfMemory",
+];
+pub const LAMBDA_RUNTIME_RETRIED: &[&str] = &["Sandbox.Timedout", "Runtime.ExitError"];
+
 /// What an `ecs:runTask.sync` state sees when the container's task fails or
 /// ECS refuses the call. The ingest task resumes from its checkpoint, so a
 /// container state may retry these; no other state may.
@@ -113,6 +126,7 @@ mod tests {
                 for n in names {
                     let known = ALL.contains(&n)
                         || LAMBDA_SERVICE.contains(&n)
+                        || (!ecs && LAMBDA_RUNTIME.contains(&n))
                         || (ecs && ECS_TASK.contains(&n))
                         || n.starts_with("States.");
                     assert!(
@@ -124,6 +138,7 @@ mod tests {
                         assert!(
                             TRANSIENT.contains(&n)
                                 || LAMBDA_SERVICE.contains(&n)
+                                || (!ecs && LAMBDA_RUNTIME_RETRIED.contains(&n))
                                 || (ecs && ECS_TASK.contains(&n)),
                             "{}: {state} retries `{n}`, which is not transient",
                             path.display()
