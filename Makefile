@@ -140,8 +140,8 @@ test-integration: setup
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
-	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) \
-	  cargo test -p tally-integration-tests --test cob --test runs --test recon --test faults -- --ignored --test-threads=1
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) TALLY_LAMBDA_HOST=127.0.0.1:$(LAMBDA_PORT) \
+	  cargo test -p tally-integration-tests --test iam --test limits --test cob --test runs --test recon --test faults -- --ignored --test-threads=1
 
 ## faults: the fault suite at full scale (COB both paths, recon both branches; clean, 10 %, 30 %, worker killed), as a table
 faults: setup
@@ -149,8 +149,8 @@ faults: setup
 	$(PY) localstack/tally_local.py up --no-reload --debug-build --fault-proxy $(PORTS) \
 	  --parameter-overrides FaultInjection=enabled ReconWaitPollSeconds=2
 	trap '$(PY) localstack/tally_local.py down $(PORTS)' EXIT; \
-	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) TALLY_RUN_WAIT_SECS=1800 \
-	  cargo run -p tally-integration-tests --bin faults
+	  $(LOCAL_ENV) TALLY_FAULT_PROXY=127.0.0.1:$(FAULT_PROXY_PORT) TALLY_LAMBDA_HOST=127.0.0.1:$(LAMBDA_PORT) \
+	  TALLY_RUN_WAIT_SECS=1800 cargo run -p tally-integration-tests --bin faults
 
 ## ingest-static: the container's binary without Docker: the Dockerfile's build step for x86_64 musl (static)
 ingest-static:

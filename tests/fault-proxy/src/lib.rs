@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What to inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// HTTP 400 `ProvisionedThroughputExceededException` (DynamoDB's own
@@ -28,22 +28,50 @@ pub enum Kind {
     Throttle,
     /// HTTP 400 `ThrottlingException` (the control-plane throttle).
     ThrottlingException,
-    /// `BatchWriteItem` only: about half of the request's items are held back
-    /// and returned as `UnprocessedItems`; the rest are written.
+    /// `BatchWriteItem` only: about half of the request's items are held
+    /// back and returned as `UnprocessedItems`; the rest are written.
     Unprocessed,
-    /// HTTP 500 `InternalServerError`; the request never reaches the stack.
+    /// HTTP 500 `InternalServerError` (or the protocol's own internal
+    /// error); the request never reaches the stack.
     Http500,
     /// HTTP 503 `ServiceUnavailable`; the request never reaches the stack.
     Http503,
     /// The request is forwarded after `latency_ms`.
+    #[default]
     Latency,
     /// The request is forwarded and applied, then the connection is closed
     /// without an answer: the client cannot tell whether it happened.
     Drop,
+    /// The request is forwarded and applied, then the process that signed
+    /// it (its access key) is killed with SIGKILL before it hears the
+    /// answer: a crash with a write in flight, between the write and
+    /// whatever the process would have done next (a checkpoint, a heartbeat).
+    KillCaller,
+    /// The process that signed the request is killed before the request is
+    /// forwarded: a crash just before a write.
+    KillCallerBefore,
+    /// A Lambda `Invoke`: the invocation is forwarded and runs on, but the
+    /// caller is answered at once with HTTP 500 `ServiceException`, so a
+    /// retry overlaps the attempt still running.
+    Detach,
+    /// An S3 `GetObject`: the answer's headers promise the whole object, the
+    /// body stops half way and the connection closes.
+    TruncateBody,
+    /// An EventBridge `PutEvents`: about half of the entries are not
+    /// forwarded and come back failed (`InternalFailure`); the rest are put.
+    FailedEntries,
+    /// A `TransactWriteItems` is refused, not forwarded, with
+    /// `TransactionCanceledException` whose reasons are `None` but for one
+    /// `TransactionConflict`.
+    TransactionConflict,
+    /// A `TransactWriteItems` is forwarded; when the stack cancels it (a
+    /// condition failed), one of the `None` reasons becomes
+    /// `TransactionConflict`: a conflict beside `ConditionalCheckFailed`.
+    MixedCancellation,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Throttle,
         Kind::ThrottlingException,
         Kind::Unprocessed,
@@ -51,6 +79,13 @@ impl Kind {
         Kind::Http503,
         Kind::Latency,
         Kind::Drop,
+        Kind::KillCaller,
+        Kind::KillCallerBefore,
+        Kind::Detach,
+        Kind::TruncateBody,
+        Kind::FailedEntries,
+        Kind::TransactionConflict,
+        Kind::MixedCancellation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,14 +97,34 @@ impl Kind {
             Kind::Http503 => "http503",
             Kind::Latency => "latency",
             Kind::Drop => "drop",
+            Kind::KillCaller => "kill_caller",
+            Kind::KillCallerBefore => "kill_caller_before",
+            Kind::Detach => "detach",
+            Kind::TruncateBody => "truncate_body",
+            Kind::FailedEntries => "failed_entries",
+            Kind::TransactionConflict => "transaction_conflict",
+            Kind::MixedCancellation => "mixed_cancellation",
+        }
+    }
+
+    /// The one operation a kind is meaningful for, if it has one.
+    pub fn only_operation(self) -> Option<&'static str> {
+        match self {
+            Kind::Unprocessed => Some("BatchWriteItem"),
+            Kind::Detach => Some("Invoke"),
+            Kind::TruncateBody => Some("GetObject"),
+            Kind::FailedEntries => Some("PutEvents"),
+            Kind::TransactionConflict | Kind::MixedCancellation => Some("TransactWriteItems"),
+            _ => None,
         }
     }
 }
 
 /// One rule: requests whose operation is in `operations` (all requests when
-/// empty), and whose body holds `body_contains` when it is set, get `kind`
+/// empty), whose body holds `body_contains` when it is set, and whose
+/// caller's identity holds `caller_contains` when that is set, get `kind`
 /// with probability `rate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub kind: Kind,
@@ -85,12 +140,17 @@ pub struct Rule {
     /// (at most 32 MB) before the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
+    /// Only requests whose signer (the gateway's `X-Tally-Caller`: the
+    /// assumed-role session, such as `tally-CobPartitionFunctionRole/...`,
+    /// or `operator`) contains this text (1 to 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_contains: Option<String>,
 }
 
 impl Rule {
     fn applies_to(&self, op: &str) -> bool {
         (self.operations.is_empty() || self.operations.iter().any(|o| o == op))
-            && (self.kind != Kind::Unprocessed || op == "BatchWriteItem")
+            && self.kind.only_operation().is_none_or(|only| only == op)
     }
 }
 
@@ -128,8 +188,7 @@ impl Plan {
                 kind,
                 rate,
                 operations: operations.iter().map(|s| (*s).to_owned()).collect(),
-                latency_ms: 0,
-                body_contains: None,
+                ..Rule::default()
             }],
             max_faults: Plan::default_max_faults(),
             expires_after_s: Plan::default_expires_after_s(),
@@ -159,10 +218,21 @@ impl Plan {
                     ));
                 }
             }
-            if r.kind == Kind::Unprocessed && r.operations.iter().any(|o| o != "BatchWriteItem") {
-                return Err(format!(
-                    "rules[{i}].operations: unprocessed applies to BatchWriteItem only"
-                ));
+            if let Some(b) = &r.caller_contains {
+                if b.is_empty() || b.len() > BODY_CONTAINS_MAX {
+                    return Err(format!(
+                        "rules[{i}].caller_contains: expected 1..={BODY_CONTAINS_MAX} bytes, got {}",
+                        b.len()
+                    ));
+                }
+            }
+            if let Some(only) = r.kind.only_operation() {
+                if r.operations.iter().any(|o| o != only) {
+                    return Err(format!(
+                        "rules[{i}].operations: {} applies to {only} only",
+                        r.kind.as_str()
+                    ));
+                }
             }
         }
         if self.expires_after_s == 0 || self.expires_after_s > EXPIRES_AFTER_S_MAX {
@@ -184,8 +254,11 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     /// Faults injected, by operation.
     pub by_operation: BTreeMap<String, u64>,
-    /// Items held back as `UnprocessedItems`.
+    /// Items held back as `UnprocessedItems` (and `PutEvents` entries failed).
     pub items_withheld: u64,
+    /// Processes the proxy had killed (`kill_caller`, `kill_caller_before`).
+    #[serde(default)]
+    pub kills: u64,
 }
 
 impl Stats {
@@ -195,17 +268,69 @@ impl Stats {
 }
 
 /// The operation of a request: the part of `X-Amz-Target` after the last
-/// `.` (`DynamoDB_20120810.BatchWriteItem` → `BatchWriteItem`), else the
-/// HTTP method and first path segment (`PUT /bucket/...` → `PUT bucket`,
-/// which is how S3 calls show).
+/// `.` (`DynamoDB_20120810.BatchWriteItem` → `BatchWriteItem`); a Lambda
+/// `Invoke`; S3's from the method, path and query (`GetObject`,
+/// `PutObject`, `CopyObject`, `HeadObject`, `ListObjectsV2`, multipart
+/// steps, `DeleteObject`); else the HTTP method and first path segment.
+/// A query-protocol call (SNS, STS) names itself in its form body:
+/// [`query_action`].
 pub fn operation(target: Option<&str>, method: &str, path: &str) -> String {
-    match target {
-        Some(t) if !t.is_empty() => t.rsplit('.').next().unwrap_or(t).to_owned(),
-        _ => {
-            let first = path.trim_start_matches('/').split(['/', '?']).next();
-            format!("{method} {}", first.unwrap_or(""))
-        }
+    operation_of(target, method, path, false)
+}
+
+/// [`operation`], knowing whether the request copies an object.
+pub fn operation_of(target: Option<&str>, method: &str, path: &str, copy: bool) -> String {
+    if let Some(t) = target.filter(|t| !t.is_empty()) {
+        return t.rsplit('.').next().unwrap_or(t).to_owned();
     }
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    if path_only.starts_with("/20") && path_only.ends_with("/invocations") {
+        return "Invoke".into();
+    }
+    let q = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.starts_with(&format!("{k}=")))
+    };
+    if let Some(id) = query.split('&').find_map(|p| p.strip_prefix("x-id=")) {
+        return id.to_owned();
+    }
+    let mut parts = path_only.trim_start_matches('/').splitn(2, '/');
+    let bucket = parts.next().unwrap_or("");
+    let key = parts.next().unwrap_or("");
+    let s3 = match (method, key.is_empty()) {
+        ("GET", false) if q("uploadId") => "ListParts",
+        ("GET", false) => "GetObject",
+        ("HEAD", false) => "HeadObject",
+        ("PUT", false) if q("partNumber") => "UploadPart",
+        ("PUT", false) if copy => "CopyObject",
+        ("PUT", false) => "PutObject",
+        ("POST", false) if q("uploads") => "CreateMultipartUpload",
+        ("POST", false) if q("uploadId") => "CompleteMultipartUpload",
+        ("DELETE", false) if q("uploadId") => "AbortMultipartUpload",
+        ("DELETE", false) => "DeleteObject",
+        ("GET", true) if !bucket.is_empty() && q("list-type") => "ListObjectsV2",
+        _ => "",
+    };
+    if !s3.is_empty() {
+        return s3.to_owned();
+    }
+    format!("{method} {bucket}")
+}
+
+/// The `Action` of a query-protocol form body (`Action=Publish&...`).
+pub fn query_action(body: &[u8]) -> Option<String> {
+    std::str::from_utf8(body).ok()?.split('&').find_map(|p| {
+        p.strip_prefix("Action=")
+            .map(|a| a.replace('+', " "))
+            .filter(|a| !a.is_empty())
+    })
+}
+
+/// The access key that signed a request (its SigV4 `Credential=`).
+pub fn access_key(authorization: &str) -> Option<&str> {
+    let rest = authorization.split("Credential=").nth(1)?;
+    rest.split('/').next().filter(|k| !k.is_empty())
 }
 
 /// splitmix64: a good 64-bit mix of a counter, enough for fault coin flips.
@@ -288,6 +413,18 @@ impl Injector {
     /// request's body when `needs_body` asked for it; a rule that looks into
     /// bodies never fires without one.
     pub fn decide(&mut self, op: &str, body: Option<&[u8]>, now: Instant) -> Option<Decision> {
+        self.decide_for(op, body, "", now)
+    }
+
+    /// [`Injector::decide`] for a request from `caller` (the gateway's
+    /// `X-Tally-Caller`; empty when unknown, which no `caller_contains` matches).
+    pub fn decide_for(
+        &mut self,
+        op: &str,
+        body: Option<&[u8]>,
+        caller: &str,
+        now: Instant,
+    ) -> Option<Decision> {
         self.stats.requests += 1;
         let request = self.stats.requests;
         let (plan, set_at) = self.plan.as_ref()?;
@@ -301,7 +438,11 @@ impl Injector {
             let applies = rule.applies_to(op)
                 && rule.body_contains.as_ref().is_none_or(|needle| {
                     body.is_some_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                });
+                })
+                && rule
+                    .caller_contains
+                    .as_ref()
+                    .is_none_or(|c| !caller.is_empty() && caller.contains(c.as_str()));
             if applies && coin(seed, request, i as u64, rule.rate) {
                 return Some(Decision {
                     kind: rule.kind,
@@ -312,6 +453,11 @@ impl Injector {
             }
         }
         None
+    }
+
+    /// Records a process the proxy had killed.
+    pub fn count_kill(&mut self) {
+        self.stats.kills += 1;
     }
 
     /// Records a fault that was injected.
@@ -326,31 +472,222 @@ impl Injector {
     }
 }
 
-/// The JSON error body and status of a fault answered by the proxy itself.
-pub fn error_answer(kind: Kind) -> Option<(u16, &'static str, &'static str)> {
-    match kind {
-        Kind::Throttle => Some((
+/// How a service speaks, which decides what an error answer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `X-Amz-Target` JSON (DynamoDB, SQS, Step Functions, EventBridge, ECS…).
+    Json,
+    /// Form body with `Action=` (SNS, STS): XML errors.
+    Query,
+    /// S3's REST XML.
+    S3,
+    /// Lambda's REST JSON (`x-amzn-ErrorType`).
+    Lambda,
+}
+
+impl Protocol {
+    pub fn of(target: Option<&str>, content_type: Option<&str>, path: &str) -> Protocol {
+        if target.is_some_and(|t| !t.is_empty()) {
+            Protocol::Json
+        } else if content_type.is_some_and(|c| c.contains("x-www-form-urlencoded")) {
+            Protocol::Query
+        } else if path.starts_with("/20") && path.contains("/functions/") {
+            Protocol::Lambda
+        } else {
+            Protocol::S3
+        }
+    }
+}
+
+/// A fault the proxy answers itself: status, headers, body.
+pub type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+/// A fault answered by the proxy itself, in the shape the service's
+/// protocol gives (the SDKs parse the error code out of it).
+pub fn error_answer(kind: Kind, protocol: Protocol) -> Option<Answer> {
+    let (status, json_type, code, message) = match kind {
+        Kind::Throttle => (
             400,
             "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "ProvisionedThroughputExceededException",
             "fault-proxy: injected ProvisionedThroughputExceededException",
-        )),
-        Kind::ThrottlingException => Some((
+        ),
+        Kind::ThrottlingException => (
             400,
             "com.amazon.coral.availability#ThrottlingException",
+            "Throttling",
             "fault-proxy: injected ThrottlingException",
-        )),
-        Kind::Http500 => Some((
+        ),
+        Kind::Http500 => (
             500,
             "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            "InternalError",
             "fault-proxy: injected internal error",
-        )),
-        Kind::Http503 => Some((
+        ),
+        Kind::Http503 => (
             503,
             "com.amazon.coral.availability#ServiceUnavailableException",
+            "ServiceUnavailable",
             "fault-proxy: injected service unavailable",
-        )),
-        Kind::Unprocessed | Kind::Latency | Kind::Drop => None,
+        ),
+        _ => return None,
+    };
+    Some(match protocol {
+        Protocol::Json => (
+            status,
+            vec![("content-type", "application/x-amz-json-1.0".into())],
+            serde_json::to_vec(&serde_json::json!({"__type": json_type, "message": message}))
+                .expect("json"),
+        ),
+        Protocol::Lambda => {
+            let code = match kind {
+                Kind::Throttle | Kind::ThrottlingException => "TooManyRequestsException",
+                _ => "ServiceException",
+            };
+            let status = if code == "TooManyRequestsException" { 429 } else { status };
+            (
+                status,
+                vec![
+                    ("content-type", "application/json".into()),
+                    ("x-amzn-errortype", code.into()),
+                ],
+                serde_json::to_vec(&serde_json::json!({"Type": "Service", "message": message}))
+                    .expect("json"),
+            )
+        }
+        Protocol::S3 => {
+            let code = match kind {
+                Kind::Throttle | Kind::ThrottlingException => "SlowDown",
+                _ => code,
+            };
+            let status = if code == "SlowDown" { 503 } else { status };
+            (
+                status,
+                vec![("content-type", "application/xml".into())],
+                format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>FAULT</RequestId></Error>").into_bytes(),
+            )
+        }
+        Protocol::Query => (
+            status,
+            vec![("content-type", "text/xml".into())],
+            format!("<ErrorResponse><Error><Type>{}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>FAULT</RequestId></ErrorResponse>",
+                    if status >= 500 { "Receiver" } else { "Sender" }).into_bytes(),
+        ),
+    })
+}
+
+/// The `TransactionCanceledException` of a `TransactWriteItems` with `n`
+/// items: every reason `None` but one `TransactionConflict`.
+pub fn conflict_answer(n: usize, seed: u64, request: u64) -> Value {
+    let n = n.max(1);
+    let at = (mix(seed ^ mix(request ^ 0xC0F1)) % n as u64) as usize;
+    let reasons: Vec<Value> = (0..n)
+        .map(|i| {
+            if i == at {
+                serde_json::json!({"Code": "TransactionConflict",
+                                   "Message": "Transaction is ongoing for the item"})
+            } else {
+                serde_json::json!({"Code": "None"})
+            }
+        })
+        .collect();
+    let codes: Vec<&str> = (0..n)
+        .map(|i| {
+            if i == at {
+                "TransactionConflict"
+            } else {
+                "None"
+            }
+        })
+        .collect();
+    serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    })
+}
+
+/// A stack's own `TransactionCanceledException` with one of its `None`
+/// reasons turned into `TransactionConflict`; `None` when the answer is not
+/// a cancellation or has no `None` reason left.
+pub fn add_conflict(answer: &Value, seed: u64, request: u64) -> Option<Value> {
+    let ty = answer.get("__type")?.as_str()?;
+    if !ty.ends_with("TransactionCanceledException") {
+        return None;
     }
+    let reasons = answer.get("CancellationReasons")?.as_array()?;
+    let free: Vec<usize> = reasons
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.get("Code").and_then(Value::as_str) == Some("None"))
+        .map(|(i, _)| i)
+        .collect();
+    if free.is_empty() {
+        return None;
+    }
+    let at = free[(mix(seed ^ mix(request ^ 0xC0F2)) % free.len() as u64) as usize];
+    let mut out = answer.clone();
+    out["CancellationReasons"][at] = serde_json::json!({
+        "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"});
+    Some(out)
+}
+
+/// Splits a `PutEvents` request: the request to forward (without the
+/// failed entries; `None` when none is left) and the failed entries'
+/// positions. About half fail, at least one.
+pub fn fail_entries(
+    body: &Value,
+    seed: u64,
+    request: u64,
+) -> Result<(Option<Value>, Vec<usize>), String> {
+    let entries = body
+        .get("Entries")
+        .and_then(Value::as_array)
+        .ok_or("PutEvents body without Entries")?;
+    let mut failed: Vec<usize> = (0..entries.len())
+        .filter(|i| coin(seed, request, 2_000 + *i as u64, 0.5))
+        .collect();
+    if failed.is_empty() && !entries.is_empty() {
+        failed.push(0);
+    }
+    let kept: Vec<Value> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !failed.contains(i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    let forward = (!kept.is_empty()).then(|| {
+        let mut b = body.clone();
+        b["Entries"] = Value::Array(kept);
+        b
+    });
+    Ok((forward, failed))
+}
+
+/// The `PutEvents` answer for `total` entries: the stack's answer to the
+/// forwarded ones (in order) with the failed ones put back in their places.
+pub fn merge_entries(answer: Option<&Value>, failed: &[usize], total: usize) -> Value {
+    let mut put = answer
+        .and_then(|a| a.get("Entries"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter();
+    let prior = answer
+        .and_then(|a| a.get("FailedEntryCount"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let entries: Vec<Value> = (0..total)
+        .map(|i| {
+            if failed.contains(&i) {
+                serde_json::json!({"ErrorCode": "InternalFailure",
+                                   "ErrorMessage": "fault-proxy: injected entry failure"})
+            } else {
+                put.next().unwrap_or_else(|| serde_json::json!({}))
+            }
+        })
+        .collect();
+    serde_json::json!({"FailedEntryCount": prior + failed.len() as u64, "Entries": entries})
 }
 
 /// Splits a `BatchWriteItem` request: returns the request to forward (its
@@ -527,8 +864,140 @@ mod tests {
             operation(Some("DynamoDB_20120810.BatchWriteItem"), "POST", "/"),
             "BatchWriteItem"
         );
-        assert_eq!(operation(None, "PUT", "/bucket/a/b"), "PUT bucket");
-        assert_eq!(operation(Some(""), "GET", "/b?list-type=2"), "GET b");
+        assert_eq!(operation(None, "PUT", "/bucket/a/b"), "PutObject");
+        assert_eq!(operation_of(None, "PUT", "/bucket/a/b", true), "CopyObject");
+        assert_eq!(
+            operation(Some(""), "GET", "/b?list-type=2"),
+            "ListObjectsV2"
+        );
+        assert_eq!(operation(None, "GET", "/b/k?x-id=GetObject"), "GetObject");
+        assert_eq!(operation(None, "HEAD", "/b/k"), "HeadObject");
+        assert_eq!(
+            operation(None, "POST", "/b/k?uploads"),
+            "CreateMultipartUpload"
+        );
+        assert_eq!(
+            operation(None, "PUT", "/b/k?partNumber=2&uploadId=u"),
+            "UploadPart"
+        );
+        assert_eq!(operation(None, "PUT", "/b"), "PUT b");
+        assert_eq!(
+            operation(
+                None,
+                "POST",
+                "/2015-03-31/functions/cob-partition/invocations"
+            ),
+            "Invoke"
+        );
+        assert_eq!(
+            query_action(b"Action=Publish&TopicArn=x").as_deref(),
+            Some("Publish")
+        );
+        assert_eq!(query_action(b"TopicArn=x"), None);
+        assert_eq!(
+            access_key("AWS4-HMAC-SHA256 Credential=ASIAX/20261204/us-east-1/s3/aws4_request, S"),
+            Some("ASIAX")
+        );
+    }
+
+    #[test]
+    fn a_rule_with_caller_contains_fires_only_for_that_caller() {
+        let mut inj = Injector::new();
+        let mut plan = Plan::one(1, Kind::KillCaller, 1.0, &["TransactWriteItems"]);
+        plan.rules[0].caller_contains = Some("CobPartitionFunctionRole".into());
+        inj.set(plan, Instant::now()).unwrap();
+        let now = Instant::now();
+        let partition = "arn:aws:sts::123456789012:assumed-role/tally-CobPartitionFunctionRole/i-1";
+        assert!(inj
+            .decide_for("TransactWriteItems", None, partition, now)
+            .is_some());
+        assert!(inj
+            .decide_for("TransactWriteItems", None, "operator", now)
+            .is_none());
+        assert!(inj
+            .decide_for("TransactWriteItems", None, "", now)
+            .is_none());
+    }
+
+    #[test]
+    fn a_kind_for_one_operation_refuses_a_plan_naming_another() {
+        let e = Plan::one(1, Kind::TruncateBody, 1.0, &["PutObject"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("truncate_body applies to GetObject only"), "{e}");
+        assert!(Plan::one(1, Kind::TruncateBody, 1.0, &[])
+            .validate()
+            .is_ok());
+        let mut inj = Injector::new();
+        inj.set(Plan::one(1, Kind::Detach, 1.0, &[]), Instant::now())
+            .unwrap();
+        assert!(inj.decide("GetItem", None, Instant::now()).is_none());
+        assert!(inj.decide("Invoke", None, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_conflict_is_one_reason_among_nones_and_a_mixed_one_keeps_the_stacks() {
+        let a = conflict_answer(5, 3, 9);
+        let codes: Vec<&str> = a["CancellationReasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes.len(), 5);
+        assert_eq!(
+            codes
+                .iter()
+                .filter(|c| **c == "TransactionConflict")
+                .count(),
+            1
+        );
+        assert_eq!(codes.iter().filter(|c| **c == "None").count(), 4);
+        let stack = json!({"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                           "Message": "m", "CancellationReasons": [
+                               {"Code": "None"}, {"Code": "ConditionalCheckFailed"}, {"Code": "None"}]});
+        let mixed = add_conflict(&stack, 3, 9).unwrap();
+        let codes: Vec<&str> = mixed["CancellationReasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes[1], "ConditionalCheckFailed");
+        assert_eq!(
+            codes
+                .iter()
+                .filter(|c| **c == "TransactionConflict")
+                .count(),
+            1
+        );
+        assert!(
+            add_conflict(&json!({}), 3, 9).is_none(),
+            "a success is left alone"
+        );
+    }
+
+    #[test]
+    fn failed_entries_keep_their_places_in_the_answer() {
+        let body = json!({"Entries": [{"Detail": "0"}, {"Detail": "1"}, {"Detail": "2"}, {"Detail": "3"}]});
+        let (fwd, failed) = fail_entries(&body, 4, 11).unwrap();
+        assert!(!failed.is_empty());
+        let kept = fwd
+            .as_ref()
+            .map_or(0, |f| f["Entries"].as_array().unwrap().len());
+        assert_eq!(kept + failed.len(), 4);
+        let stack = json!({"FailedEntryCount": 0, "Entries":
+            (0..kept).map(|i| json!({"EventId": format!("e{i}")})).collect::<Vec<_>>()});
+        let merged = merge_entries(Some(&stack), &failed, 4);
+        assert_eq!(merged["FailedEntryCount"], failed.len() as u64);
+        let entries = merged["Entries"].as_array().unwrap();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(
+                failed.contains(&i),
+                e.get("ErrorCode").is_some(),
+                "{merged}"
+            );
+        }
     }
 
     #[test]

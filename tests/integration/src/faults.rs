@@ -9,8 +9,11 @@
 //! Needs the local stack with its fault proxy and the fault switch enabled
 //! (`make faults`, or `make test` for the small scale).
 
-use crate::recon::{ingest_attempts, stage, staged_outcome, start_direct, write_retries};
-use crate::{date, event, temp_file, Env};
+use crate::local::Local;
+use crate::recon::{
+    ingest_attempts, land, landed_outcome, wait_checkpoint, write_retries, ContainerBranch,
+};
+use crate::{date, event, temp_file, unique_program, Env};
 use anyhow::{bail, Context, Result};
 use fault_proxy::{control, Kind, Plan, Rule, Stats};
 use rand::{Rng, SeedableRng};
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 use tally_cli::recon::{generate, Recon};
 use tally_cli::runs::Options;
 use tally_domain::recon::sample::{self, SampleSpec};
+use tally_domain::recon::Side;
 
 const DATE: &str = "2026-11-20";
 
@@ -38,23 +42,24 @@ const OPERATIONS: [&str; 8] = [
 pub struct Scale {
     pub cob_accounts: u64,
     pub recon_records: u64,
-    /// A killed ingest stops after a checkpoint (every 5,000 records), so the
-    /// kill scenarios need more than one checkpoint's worth.
+    /// A killed ingest is killed after a checkpoint (every 5,000 records)
+    /// with at least 5,000 records still to write, so the kill scenarios
+    /// need more than two checkpoints' worth.
     pub recon_kill_records: u64,
 }
 
 impl Scale {
     /// `make test`: small, about five minutes.
     pub const SMALL: Scale = Scale {
-        cob_accounts: 300,
+        cob_accounts: 2_000,
         recon_records: 1_000,
-        recon_kill_records: 6_000,
+        recon_kill_records: 12_000,
     };
     /// `make faults`.
     pub const FULL: Scale = Scale {
-        cob_accounts: 3_000,
+        cob_accounts: 10_000,
         recon_records: 10_000,
-        recon_kill_records: 12_000,
+        recon_kill_records: 20_000,
     };
 }
 
@@ -69,6 +74,8 @@ pub struct Row {
     /// reconciliation, the write retries of every ingest attempt (from the
     /// metric lines) plus the restarts from a checkpoint.
     pub retries: u64,
+    /// Processes killed with SIGKILL (functions' instances, container tasks).
+    pub kills: u64,
     pub wall: Duration,
     /// `None` when the run ended identical to the clean run.
     pub difference: Option<String>,
@@ -91,6 +98,7 @@ fn plan(seed: u64, rate: f64) -> Plan {
         operations: ops.clone(),
         latency_ms: if kind == Kind::Latency { 200 } else { 0 },
         body_contains: None,
+        ..Rule::default()
     };
     let share = rate / 6.0;
     Plan {
@@ -108,6 +116,7 @@ fn plan(seed: u64, rate: f64) -> Plan {
                 operations: vec!["BatchWriteItem".into()],
                 latency_ms: 0,
                 body_contains: None,
+                ..Rule::default()
             },
         ],
         max_faults: 50_000,
@@ -187,19 +196,13 @@ pub async fn run(scale: Scale, seed: u64, mut each: impl FnMut(&Row)) -> Result<
         &crate::repo_root().join(".tally/stack.json"),
     )?)
     .await;
-    let nonce = format!("{:03}", rng.gen_range(0..1000));
-    for (branch, extra) in [
-        ("recon Lambda", serde_json::json!({})),
-        (
-            "recon container",
-            serde_json::json!({"large_file_bytes": 1}),
-        ),
-    ] {
-        for (i, stress) in STRESSES.into_iter().enumerate() {
-            // A program of its own per scenario and suite run (≤ 10 chars).
-            let program = format!("F{}{i}{nonce}", &branch[6..7].to_uppercase());
+    for (branch, container) in [("recon Lambda", false), ("recon container", true)] {
+        for stress in STRESSES {
+            // A program of its own per scenario and suite run: nothing an
+            // earlier run left on the stack can stand in for this one's.
+            let program = unique_program(if container { "FC" } else { "FL" });
             let row = recon(
-                &r, &proxy, scale, seed, &mut rng, branch, &program, &extra, stress,
+                &r, &proxy, scale, seed, &mut rng, branch, &program, container, stress,
             )
             .await?;
             each(&row);
@@ -225,22 +228,21 @@ async fn cob(
 ) -> Result<Row> {
     let scenario = format!("{path}, {}", stress.label());
     env.fresh_book(scale.cob_accounts, seed, date(DATE)).await?;
-    let fault = match stress {
-        // Partition 0 (or the single partition) stops once, part way, after
-        // it has committed some accounts; the Retry starts it again.
-        Stress::Kill => Some(serde_json::json!({
-            // Partition 0 of 4 holds about a quarter of the book, less its
-            // inactive accounts: an eighth is always inside it.
-            "fail_after_accounts": rng.gen_range(1..scale.cob_accounts / 8),
-            "failures": 1,
-            "partition": 0,
-        })),
-        Stress::Rate(_) => None,
-    };
     control::set_plan(proxy, &plan(seed, stress.rate())).await?;
     let started = Instant::now();
+    let local = Local::from_env();
+    let mut kills = 0;
     let outcome = async {
-        let (_, arn) = env.start(date(DATE), options, fault).await?;
+        let (run_id, arn) = env.start(date(DATE), options, None).await?;
+        if let Stress::Kill = stress {
+            // SIGKILL one partition's process at a random point of the run:
+            // once the record shows a random share of the book processed
+            // (up to an eighth, which every partition of four holds), a
+            // random busy partition dies wherever it is, mid-transaction or
+            // between its commit and its progress write.
+            let at = rng.gen_range(1..scale.cob_accounts / 8);
+            kills = kill_partition_after(env, &local, &run_id, at, rng).await?;
+        }
         let s = env.wait(&arn).await?;
         Ok::<_, anyhow::Error>((s, arn))
     }
@@ -274,11 +276,57 @@ async fn cob(
             }
         }
     };
-    let difference = difference.or_else(|| {
-        (matches!(stress, Stress::Kill) && retries == 0)
-            .then(|| "the worker was never killed: no failed attempt in the execution".into())
+    let difference = difference.or_else(|| match stress {
+        Stress::Kill if kills == 0 => Some("no partition was running to kill".into()),
+        Stress::Kill if retries == 0 => {
+            Some("the killed partition was not retried: no failed attempt".into())
+        }
+        _ => None,
     });
-    Ok(row(scenario, &stats, retries, wall, difference))
+    Ok(row(scenario, &stats, retries, kills, wall, difference))
+}
+
+/// Waits until the run's partitions have processed `accounts` between them,
+/// then SIGKILLs one busy cob-partition instance picked at random; returns
+/// how many processes were killed (0: none was busy any more).
+async fn kill_partition_after(
+    env: &Env,
+    local: &Local,
+    run_id: &str,
+    accounts: u64,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<u64> {
+    let runs = env.runs();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        use tally_aws::ports::RunStore;
+        let done = runs
+            .get(run_id)
+            .await?
+            .map(|r| {
+                r.progress.values().sum::<u64>() + r.units.values().map(|u| u.items).sum::<u64>()
+            })
+            .unwrap_or(0);
+        if done >= accounts {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("run {run_id}: {accounts} accounts not processed in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let busy: Vec<String> = local
+        .instances()
+        .await?
+        .into_iter()
+        .filter(|i| i["function"] == "cob-partition" && i["busy"] == true)
+        .filter_map(|i| i["instance"].as_str().map(str::to_owned))
+        .collect();
+    if busy.is_empty() {
+        return Ok(0);
+    }
+    let victim = &busy[rng.gen_range(0..busy.len())];
+    Ok(local.kill_instance(victim).await?.len() as u64)
 }
 
 fn totals(e: &serde_json::Value) -> serde_json::Value {
@@ -317,7 +365,7 @@ async fn recon(
     rng: &mut rand::rngs::StdRng,
     branch: &str,
     program: &str,
-    extra: &serde_json::Value,
+    container: bool,
     stress: Stress,
 ) -> Result<Row> {
     let scenario = format!("{branch}, {}", stress.label());
@@ -327,43 +375,50 @@ async fn recon(
     };
     let spec = SampleSpec::new(program, DATE.parse()?, records, seed);
     let [dat, csv, _] = generate(&spec, &temp_file(&format!("faults-{program}")))?;
-    let k_internal = stage(r, "internal", program, DATE, &csv).await;
-    let k_settlement = stage(r, "settlement", program, DATE, &dat).await;
-    let mut settlement_extra = extra.clone();
-    if let Stress::Kill = stress {
-        // Stops after the first checkpoint at or past a random record.
-        settlement_extra["fault"] = serde_json::json!({
-            "fail_after_records": rng.gen_range(1..records - 5_000),
-            "failures": 1,
-        });
-    }
+    let local = Local::from_env();
+    let branch_guard = if container {
+        Some(ContainerBranch::on().await?)
+    } else {
+        None
+    };
     control::set_plan(proxy, &plan(seed, stress.rate())).await?;
     let (started, since) = (Instant::now(), chrono::Utc::now());
-    let name = program.to_lowercase();
-    start_direct(r, &k_internal, &format!("faults-{name}-i"), extra.clone()).await;
-    start_direct(
-        r,
-        &k_settlement,
-        &format!("faults-{name}-s"),
-        settlement_extra,
-    )
-    .await;
+    // Both sides land as a sender lands them: S3 → EventBridge → SQS →
+    // recon-trigger → an execution per object version.
+    let k_internal = land(r, Side::Internal, program, DATE, &csv).await;
+    let k_settlement = land(r, Side::Settlement, program, DATE, &dat).await;
+    let mut kills = 0;
+    if let Stress::Kill = stress {
+        // SIGKILL the settlement ingest once a random checkpoint is saved
+        // (each is 5,000 records): it dies wherever it is, mid-write or
+        // between a write and its checkpoint, and the state machine's Retry
+        // (a container task: the ContainerExited loop) must resume it.
+        let checkpoints = (records.saturating_sub(5_000) / 5_000).max(1);
+        let at = 5_000 * rng.gen_range(1..=checkpoints);
+        wait_checkpoint(r, &k_settlement, at).await?;
+        let killed = if container {
+            local.kill_tasks("tally-recon-ingest").await?
+        } else {
+            local.kill_busy("recon-ingest").await?
+        };
+        kills = killed.len() as u64;
+    }
     let report = r
         .wait_report(program, DATE.parse()?, Duration::from_secs(900), |_| {})
         .await;
+    drop(branch_guard);
     let wall = started.elapsed();
     let stats = control::stats(proxy).await?;
     control::clear(proxy).await?;
     // Write retries, every attempt's (one that gave up reports them too; a
     // killed one cannot), and restarts: an ingest that resumed from a
-    // checkpoint was stopped and started again by the state machine's Retry.
+    // checkpoint was stopped and started again by the state machine.
     let retries = write_retries(&ingest_attempts(since, &[&k_internal, &k_settlement]));
     let mut restarts = 0;
     for key in [&k_internal, &k_settlement] {
-        let outcome = staged_outcome(r, key).await;
+        let outcome = landed_outcome(r, key).await;
         restarts += u64::from(outcome["resumed_from_record"].as_u64().unwrap_or(0) > 0);
     }
-    let never_killed = matches!(stress, Stress::Kill) && restarts == 0;
     let difference = match report {
         Err(e) => Some(format!("no report: {e:#}")),
         Ok(json) => {
@@ -374,10 +429,21 @@ async fn recon(
             (got != want).then(|| report_difference(&want, &got))
         }
     };
-    let difference = difference.or_else(|| {
-        never_killed.then(|| "the ingest was never killed: it resumed from no checkpoint".into())
+    let difference = difference.or_else(|| match stress {
+        Stress::Kill if kills == 0 => Some("no ingest was running to kill".into()),
+        Stress::Kill if restarts == 0 => {
+            Some("the killed ingest did not resume from a checkpoint".into())
+        }
+        _ => None,
     });
-    Ok(row(scenario, &stats, retries + restarts, wall, difference))
+    Ok(row(
+        scenario,
+        &stats,
+        retries + restarts,
+        kills,
+        wall,
+        difference,
+    ))
 }
 
 fn report_difference(want: &serde_json::Value, got: &serde_json::Value) -> String {
@@ -400,6 +466,7 @@ fn row(
     scenario: String,
     stats: &Stats,
     retries: u64,
+    kills: u64,
     wall: Duration,
     difference: Option<String>,
 ) -> Row {
@@ -408,6 +475,7 @@ fn row(
         faults: stats.total_faults(),
         requests: stats.requests,
         retries,
+        kills,
         wall,
         difference,
     }
@@ -416,15 +484,16 @@ fn row(
 /// The table `make faults` prints.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<38} {:>7} {:>9} {:>8} {:>7}  {}\n",
-        "scenario", "faults", "requests", "retries", "wall", "outcome"
+        "{:<38} {:>7} {:>9} {:>6} {:>8} {:>7}  {}\n",
+        "scenario", "faults", "requests", "kills", "retries", "wall", "outcome"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<38} {:>7} {:>9} {:>8} {:>6.0}s  {}\n",
+            "{:<38} {:>7} {:>9} {:>6} {:>8} {:>6.0}s  {}\n",
             r.scenario,
             r.faults,
             r.requests,
+            r.kills,
             r.retries,
             r.wall.as_secs_f64(),
             r.difference

@@ -10,10 +10,12 @@ use tally_cli::stack::ReconStack;
 use tally_domain::recon::rollup::Report;
 use tally_domain::recon::sample::{self, SampleSpec};
 use tally_domain::recon::Side;
+use tally_integration_tests::local::Local;
 use tally_integration_tests::recon::{
-    ingest_attempts, stage, staged_outcome, start_direct, write_retries,
+    ingest_attempts, land, landed_execution, landed_outcome, wait_checkpoint, write_retries,
+    ContainerBranch,
 };
-use tally_integration_tests::{repo_root, temp_file};
+use tally_integration_tests::{exclusive, repo_root, temp_file, unique_program};
 
 const DATE: &str = "2026-11-20";
 const WAIT: Duration = Duration::from_secs(600);
@@ -118,74 +120,97 @@ async fn a_bad_file_applies_nothing_and_lands_under_rejected_with_its_reason() {
 #[tokio::test]
 #[ignore = "needs the local stack: make test"]
 async fn the_container_branch_gives_the_same_report_as_the_lambda_branch() {
+    let _g = exclusive().await;
     let r = recon().await;
-    let s = spec("ITFARGATE", 2_000, 21);
+    let local = Local::from_env();
+    let s = spec(&unique_program("ITF"), 2_000, 21);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
+    let before: Vec<String> = local
+        .tasks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap_or_default().to_owned())
+        .collect();
     // Every file counts as large: both go through ecs:runTask.sync (the local
     // stack runs the recon-ingest-task binary as a process in place of Fargate).
-    for (k, n) in [
-        (&k_internal, "it-fargate-i"),
-        (&k_settlement, "it-fargate-s"),
-    ] {
-        start_direct(&r, k, n, serde_json::json!({"large_file_bytes": 1})).await;
-    }
+    let branch = ContainerBranch::on().await.unwrap();
+    land(&r, Side::Internal, &s.program_id, DATE, &csv).await;
+    land(&r, Side::Settlement, &s.program_id, DATE, &dat).await;
     let got = report(&r, &s.program_id).await;
+    drop(branch);
     assert_eq!(
         serde_json::to_string(&got).unwrap(),
         serde_json::to_string(&sample::expected_report(&s)).unwrap()
     );
-    let logs: Vec<_> = std::fs::read_dir(repo_root().join(".tally/local"))
+    // Both sides ran as container tasks of this test (not any earlier one's).
+    let ran: Vec<serde_json::Value> = local
+        .tasks()
+        .await
         .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("ecs-"))
+        .into_iter()
+        .filter(|t| !before.iter().any(|b| t["task"] == b.as_str()))
         .collect();
-    assert!(!logs.is_empty(), "the container entry point ran");
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(ran.iter().all(|t| t["running"] == false), "{ran:?}");
 }
 
 #[tokio::test]
 #[ignore = "needs the local stack: make test"]
-async fn an_ingest_stopped_part_way_resumes_and_the_report_is_unchanged() {
+async fn an_ingest_killed_part_way_resumes_and_the_report_is_unchanged() {
+    let _g = exclusive().await;
     let r = recon().await;
-    // More than one checkpoint's worth (5,000 records) of details.
-    let s = spec("ITRESUME", 6_000, 33);
+    let local = Local::from_env();
+    // More than two checkpoints' worth (5,000 records each) of details.
+    let s = spec(&unique_program("ITR"), 12_000, 33);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
+    // The internal side first, whole, so that the settlement ingest is the
+    // only recon-ingest at work when it is killed.
+    let k_internal = land(&r, Side::Internal, &s.program_id, DATE, &csv).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while landed_outcome(&r, &k_internal).await.is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the internal side never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let test_start = chrono::Utc::now();
-    start_direct(&r, &k_internal, "it-resume-i", serde_json::json!({})).await;
-    // The settlement ingest stops at its first checkpoint (5,000 records
-    // applied), the state machine retries it, and it resumes from there.
-    start_direct(
-        &r,
-        &k_settlement,
-        "it-resume-s",
-        serde_json::json!({"fault": {"fail_after_records": 1, "failures": 1}}),
-    )
-    .await;
+    let k_settlement = land(&r, Side::Settlement, &s.program_id, DATE, &dat).await;
+    // SIGKILL the ingest once its first checkpoint is saved: the process
+    // dies wherever it is (mid-write, or between a write and its checkpoint).
+    let saved = wait_checkpoint(&r, &k_settlement, 5_000).await.unwrap();
+    let killed = local.kill_busy("recon-ingest").await.unwrap();
+    assert_eq!(killed.len(), 1, "one ingest was running: {killed:?}");
     let got = report(&r, &s.program_id).await;
     assert_eq!(
         serde_json::to_string(&got).unwrap(),
         serde_json::to_string(&sample::expected_report(&s)).unwrap()
     );
-    let outcome = staged_outcome(&r, &k_settlement).await;
-    assert_eq!(outcome["records"], 6_000);
-    assert_eq!(outcome["resumed_from_record"], 5_000, "{outcome}");
-    // Each attempt printed its metric line, the failed one too.
+    // The state machine retried the killed attempt (Runtime.ExitError) and
+    // the retry resumed from a checkpoint, never from the start.
+    let (arn, _) = landed_execution(&r, &k_settlement).await.unwrap();
+    let env = tally_integration_tests::Env::connect().await.unwrap();
+    let history = env.history(&arn).await.unwrap();
+    assert!(history.iter().any(|h| h == "TaskFailed"), "{history:?}");
+    let outcome = landed_outcome(&r, &k_settlement).await;
+    assert_eq!(outcome["records"], 12_000, "{outcome}");
+    let resumed = outcome["resumed_from_record"].as_u64().unwrap_or(0);
+    assert!(
+        resumed >= saved && resumed % 5_000 == 0,
+        "resumed from {resumed}, saved {saved}: {outcome}"
+    );
+    // A killed attempt prints no metric line; the applied one wrote the rest.
     let attempts: Vec<_> = ingest_attempts(test_start, &[&k_settlement])
         .iter()
         .map(|m| (m["attempt"].clone(), m.get("RecordsIngested").cloned()))
         .collect();
     assert_eq!(
         attempts,
-        [
-            (serde_json::json!("failed"), None),
-            (
-                serde_json::json!("applied"),
-                Some(serde_json::json!(1_000.0))
-            )
-        ],
+        [(
+            serde_json::json!("applied"),
+            Some(serde_json::json!((12_000 - resumed) as f64))
+        )],
         "{attempts:?}"
     );
 }
@@ -247,10 +272,8 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     let proxy = std::env::var("TALLY_FAULT_PROXY")
         .expect("TALLY_FAULT_PROXY: the local stack's fault proxy (make test starts it)");
     let r = recon().await;
-    let s = spec("ITTHROTTLE", 3_000, 55);
+    let s = spec(&unique_program("ITT"), 3_000, 55);
     let [dat, csv, _] = files(&s);
-    let k_internal = stage(&r, "internal", &s.program_id, DATE, &csv).await;
-    let k_settlement = stage(&r, "settlement", &s.program_id, DATE, &dat).await;
     // Every record write is a BatchWriteItem: a fifth are throttled (both
     // throttle errors), a third of the rest come back partly unprocessed.
     // Only this program's records (their keys start with its id): work
@@ -261,6 +284,7 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
         operations: vec!["BatchWriteItem".into()],
         latency_ms: 0,
         body_contains: Some(format!("{}#", s.program_id)),
+        ..Rule::default()
     };
     let plan = Plan {
         seed: 2026,
@@ -275,8 +299,8 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     let test_start = chrono::Utc::now();
     control::set_plan(&proxy, &plan).await.unwrap();
     let _clear = control::ClearOnDrop(proxy.clone());
-    start_direct(&r, &k_internal, "it-throttle-i", serde_json::json!({})).await;
-    start_direct(&r, &k_settlement, "it-throttle-s", serde_json::json!({})).await;
+    let k_internal = land(&r, Side::Internal, &s.program_id, DATE, &csv).await;
+    let k_settlement = land(&r, Side::Settlement, &s.program_id, DATE, &dat).await;
     let got = report(&r, &s.program_id).await;
     let stats = control::stats(&proxy).await.unwrap();
     eprintln!("fault proxy: {}", serde_json::to_string(&stats).unwrap());
@@ -295,7 +319,7 @@ async fn throttled_and_partly_unprocessed_writes_are_survived_with_the_same_repo
     );
     assert!(stats.items_withheld > 0, "{stats:?}");
     for key in [&k_internal, &k_settlement] {
-        let o = staged_outcome(&r, key).await;
+        let o = landed_outcome(&r, key).await;
         assert_eq!(o["records"], 3_000, "{o}");
     }
     // Unprocessed items reach the ingest's own retry loop (the SDK does not
